@@ -1,0 +1,148 @@
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from dejavu import DejaVuLoss
+from dejavu.losses import LPIPS, PRESETS
+
+
+def small_net(classes: int = 5) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, classes, 1))
+
+
+def test_gradients_reach_prediction_not_image():
+    loss_fn = DejaVuLoss(5, "random_blocks", "forward", lpips_weights="random")
+    image = torch.rand(2, 3, 32, 32, requires_grad=True)
+    pred = torch.randn(2, 5, 32, 32, requires_grad=True)
+    loss_fn(image, pred).loss.backward()
+    assert image.grad is None
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+def test_recursive_returns_every_step_and_averages_them():
+    loss_fn = DejaVuLoss(5, "checkerboard", "recursive", regenerator_kwargs={"steps": 4}, lpips_weight=0)
+    image, pred = torch.rand(2, 3, 32, 32), torch.randn(2, 5, 32, 32)
+    out = loss_fn(image, pred, generator=torch.Generator().manual_seed(0))
+    assert len(out.steps) == 4 and out.regenerated is out.steps[-1]
+    per_step = torch.stack([((s - image) ** 2).mean() for s in out.steps]).mean()
+    torch.testing.assert_close(out.loss, per_step)
+
+
+def test_low_resolution_prediction_is_resized():
+    loss_fn = DejaVuLoss(5, "random_pixels", "forward", lpips_weight=0)
+    out = loss_fn(torch.rand(2, 3, 64, 48), torch.randn(2, 5, 16, 12))
+    assert out.regenerated.shape == (2, 3, 64, 48)
+
+
+def test_normalised_image_is_mapped_back_to_unit_range():
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    loss_fn = DejaVuLoss(5, "checkerboard", "forward", lpips_weight=0, mean=mean, std=std)
+    x01 = torch.rand(1, 3, 16, 16)
+    normed = (x01 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(loss_fn.to_unit_range(normed), x01)
+    loss255 = DejaVuLoss(5, "checkerboard", "forward", lpips_weight=0, value_range=(0, 255))
+    torch.testing.assert_close(loss255.to_unit_range(x01 * 255), x01)
+
+
+def test_lpips_needs_local_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="lpips_weight=0"):
+        DejaVuLoss(5)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DejaVuLoss(5, lpips_weights=tmp_path / "missing.pth")
+    # a torchvision AlexNet state dict, in the hub cache or at a path, is picked up
+    alex = torchvision.models.alexnet()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(alex.state_dict(), cache / "alexnet-owt-7be5be79.pth")
+    for loss_fn in (DejaVuLoss(5), DejaVuLoss(5, lpips_weights=cache / "alexnet-owt-7be5be79.pth")):
+        torch.testing.assert_close(loss_fn.lpips.model.net.slice1[0].weight, alex.features[0].weight)
+    bad = tmp_path / "bad.pth"
+    torch.save({"x": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="not a torchvision alex"):
+        LPIPS("alex", bad)
+
+
+def test_lpips_is_zero_for_identical_images_and_kept_out_of_checkpoints():
+    loss_fn = DejaVuLoss(5, lpips_weights="random")
+    x = torch.rand(2, 3, 32, 32)
+    assert loss_fn.lpips(x, x).abs().max() < 1e-6
+    assert loss_fn.lpips(x, torch.rand(2, 3, 32, 32)).min() > 0
+    assert not any(k.startswith("lpips") for k in loss_fn.state_dict())
+    DejaVuLoss(5, lpips_weights="random").load_state_dict(loss_fn.state_dict())  # strict load works
+    loss_fn.train()
+    assert not loss_fn.lpips.training
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets(name):
+    loss_fn = DejaVuLoss.from_preset(name, pred_channels=4, lpips_weights="random")
+    for key in ("gamma", "mse_weight", "lpips_weight"):
+        assert getattr(loss_fn, key) == PRESETS[name][key]
+    pred = torch.rand(1, 4, 64, 64) + 0.1
+    assert torch.isfinite(loss_fn(torch.rand(1, 3, 64, 64), pred).loss)
+
+
+def test_zero_inference_cost():
+    """Training with DejaVuLoss leaves the model's own state_dict keys and forward pass unchanged."""
+    model = small_net()
+    keys, probe = list(model.state_dict()), torch.rand(1, 3, 32, 32)
+    loss_fn = DejaVuLoss(5, "random_blocks", "forward", lpips_weights="random")
+    opt = torch.optim.SGD([*model.parameters(), *loss_fn.parameters()], lr=0.1)
+    for _ in range(3):
+        image = torch.rand(4, 3, 32, 32)
+        loss = loss_fn(image, model(image)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert list(model.state_dict()) == keys
+    fresh = small_net()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh(probe), model(probe))
+
+
+def test_autocast_bfloat16_on_cpu():
+    loss_fn = DejaVuLoss(5, "bandstop", "recursive", regenerator_kwargs={"steps": 2}, lpips_weights="random")
+    model = small_net()
+    image = torch.rand(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = loss_fn(image, model(image))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("image,pred,err,match", [
+    (torch.rand(3, 32, 32), torch.rand(1, 5, 32, 32), ValueError, "image must have shape"),
+    (torch.rand(1, 3, 32, 32), torch.rand(5, 32, 32), ValueError, "prediction must have shape"),
+    (torch.rand(2, 3, 32, 32), torch.rand(1, 5, 32, 32), ValueError, "batch mismatch"),
+    (torch.rand(1, 3, 32, 32), torch.rand(1, 4, 32, 32), ValueError, "pred_channels=5"),
+    (torch.rand(1, 1, 32, 32), torch.rand(1, 5, 32, 32), ValueError, "3 channels"),
+    (torch.rand(1, 3, 32, 32), torch.full((1, 5, 32, 32), float("nan")), ValueError, "NaN"),
+    (torch.rand(1, 3, 32, 32), torch.ones(1, 5, 32, 32, dtype=torch.long), TypeError, "floating"),
+])
+def test_bad_input(image, pred, err, match):
+    with pytest.raises(err, match=match):
+        DejaVuLoss(5, lpips_weight=0)(image, pred)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"pred_channels": 0}, "pred_channels"),
+    ({"gamma": -1}, "gamma"),
+    ({"adapter": "tanh"}, "adapter"),
+    ({"mean": [0.5] * 3}, "both mean and std"),
+    ({"value_range": (1, 0)}, "value_range"),
+    ({"regenerator": "gan"}, "unknown CRM"),
+    ({"redaction": "blur"}, "unknown redaction"),
+])
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DejaVuLoss(**{"pred_channels": 5, "lpips_weight": 0, **kwargs})
+
+
+def test_state_is_copyable():
+    loss_fn = DejaVuLoss(5, lpips_weights="random")
+    assert copy.deepcopy(loss_fn).lpips is not None
