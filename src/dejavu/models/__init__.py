@@ -1,0 +1,117 @@
+"""Dense prediction networks behind one factory, :func:`create_model`.
+
+``unet`` and ``segnet_mtl`` are our own small networks, sized for CPU training; ``smp:<Arch>``
+gives any segmentation_models_pytorch architecture with any encoder it knows, timm's included
+(``encoder="tu-hrnet_w18"``: the paper's Cityscapes backbone). All start from random weights;
+pretrained weights come only from a local file (``weights=PATH``), never from the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .segnet_mtl import SegNetMTL
+from .unet import UNet
+
+__all__ = ["MODELS", "SegNetMTL", "UNet", "create_model", "load_weights", "register_model"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make a builder ``(out_channels, **kwargs) -> nn.Module`` available to :func:`create_model`."""
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS[name] = builder
+        return builder
+    return add
+
+
+@register_model("unet")
+def _unet(out_channels: int | Sequence[int], **kwargs) -> nn.Module:
+    return UNet(_total(out_channels), **kwargs)
+
+
+@register_model("segnet_mtl")
+def _segnet_mtl(out_channels: int | Sequence[int], **kwargs) -> nn.Module:
+    return SegNetMTL([out_channels] if isinstance(out_channels, int) else list(out_channels), **kwargs)
+
+
+def _smp(arch: str, out_channels: int | Sequence[int], encoder: str = "resnet18",
+         encoder_weights: str | Path | None = None, **kwargs) -> nn.Module:
+    import segmentation_models_pytorch as smp  # optional dependency, imported only when asked for
+
+    model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=_total(out_channels), **kwargs)
+    if encoder_weights is not None:
+        load_weights(model.encoder, encoder_weights)
+    return model
+
+
+def _total(out_channels: int | Sequence[int]) -> int:
+    return out_channels if isinstance(out_channels, int) else sum(out_channels)
+
+
+def create_model(name: str, out_channels: int | Sequence[int], weights: str | Path | None = None,
+                 **kwargs) -> nn.Module:
+    """Make a network whose forward maps ``(B, 3, H, W)`` to ``(B, sum(out_channels), H, W)``.
+
+    Args:
+        name: ``"unet"``, ``"segnet_mtl"``, or ``"smp:<Arch>"`` (e.g. ``"smp:Unet"``, ``"smp:FPN"``) with
+            ``encoder=`` any segmentation_models_pytorch encoder name (``"tu-<timm name>"`` for timm's) and
+            optionally ``encoder_weights=PATH`` (a local state dict for the encoder).
+        out_channels: output channels; a list gives ``segnet_mtl`` one head per entry (others sum it).
+        weights: optional local state dict file for the whole network.
+        **kwargs: passed to the architecture.
+
+    Raises:
+        ValueError: unknown name, or weights that do not fit (naming the file and the first mismatch).
+        FileNotFoundError: a weights file that does not exist.
+
+    Example:
+        >>> create_model("unet", 6, width=8)(torch.rand(1, 3, 32, 32)).shape
+        torch.Size([1, 6, 32, 32])
+    """
+    if name.startswith("smp:"):
+        model = _smp(name[4:], out_channels, **kwargs)
+    elif name in MODELS:
+        model = MODELS[name](out_channels, **kwargs)
+    else:
+        raise ValueError(f"create_model: unknown model {name!r}; choose from {sorted(MODELS)} or 'smp:<Arch>'")
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local state dict (``torch.load(weights_only=True)`` or safetensors) into ``model``, strictly.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file's tensors do not match the model; the message names the file and the
+            first missing, unexpected or differently shaped parameter.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist (weights are never downloaded)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        first = (f"missing parameter {missing[0]!r}" if missing else f"unexpected parameter {unexpected[0]!r}"
+                 if unexpected else f"parameter {shape[0]!r} has shape {tuple(state[shape[0]].shape)}, "
+                 f"the model expects {tuple(own[shape[0]].shape)}")
+        raise ValueError(f"weights file {path} does not match the model: {first} "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shape)} of another shape)")
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,49 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dejavu.models import MODELS, create_model, register_model
+
+
+@pytest.mark.parametrize("name,out,kwargs,expected", [
+    ("unet", 6, {"width": 8}, 6),
+    ("unet", [6, 1, 3], {"width": 8}, 10),
+    ("segnet_mtl", [6, 1, 3], {"width": 8}, 10),
+    ("smp:Unet", 5, {"encoder": "resnet18"}, 5),
+    ("smp:FPN", 5, {"encoder": "tu-hrnet_w18"}, 5),  # the paper's backbone, through timm
+])
+def test_factory_builds_working_networks(name, out, kwargs, expected):
+    model = create_model(name, out, **kwargs)
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, expected, 64, 64)
+
+
+def test_unet_handles_odd_sides():
+    assert create_model("unet", 3, width=4)(torch.rand(1, 3, 45, 61)).shape == (1, 3, 45, 61)
+
+
+def test_weights_load_from_local_file_only(tmp_path):
+    a, b = create_model("unet", 4, width=8), create_model("unet", 4, width=8)
+    torch.save(a.state_dict(), tmp_path / "w.pt")
+    save_file(a.state_dict(), str(tmp_path / "w.safetensors"))
+    for f in ("w.pt", "w.safetensors"):
+        c = create_model("unet", 4, width=8, weights=tmp_path / f)
+        for k, v in a.state_dict().items():
+            assert torch.equal(c.state_dict()[k], v)
+    assert not torch.equal(a.head.weight, b.head.weight)  # random init by default
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        create_model("unet", 4, weights=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match=r"w\.pt does not match the model: parameter 'down\.0\.0\.weight'"):
+        create_model("unet", 4, width=16, weights=tmp_path / "w.pt")
+
+
+def test_registry():
+    @register_model("tiny_test_net")
+    def tiny(out_channels, **kwargs):
+        return torch.nn.Conv2d(3, out_channels, 1)
+
+    try:
+        assert create_model("tiny_test_net", 2)(torch.rand(1, 3, 4, 4)).shape == (1, 2, 4, 4)
+    finally:
+        del MODELS["tiny_test_net"]
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("vit_giant", 3)

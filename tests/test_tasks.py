@@ -1,0 +1,119 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dejavu import DejaVuLoss
+from dejavu.tasks import Depth, MultiTask, Normals, Segmentation, create_task
+
+
+def numpy_miou(pred: np.ndarray, target: np.ndarray, classes: int, ignore: int) -> tuple[float, float]:
+    """Independent reference: confusion matrix, IoU per class present in prediction or target."""
+    keep = target != ignore
+    cm = np.bincount(classes * target[keep] + pred[keep], minlength=classes**2).reshape(classes, classes)
+    inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    present = union > 0
+    return float((inter[present] / union[present]).mean()), float(inter.sum() / cm.sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_segmentation_metrics_match_a_numpy_confusion_matrix(seed):
+    g = torch.Generator().manual_seed(seed)
+    task = Segmentation(6, ignore_index=255)
+    logits = torch.randn(3, 6, 20, 24, generator=g)
+    logits[:, 5] -= 100  # class 5 never predicted ...
+    target = torch.randint(0, 5, (3, 20, 24), generator=g)  # ... nor present: left out of the mean
+    target[:, :4] = 255
+    miou, acc = numpy_miou(logits.argmax(1).numpy().ravel(), target.numpy().ravel(), 6, 255)
+    got = task.compute_metrics(logits, target)
+    assert got["mIoU"] == pytest.approx(miou, abs=1e-6)
+    assert got["pixel_acc"] == pytest.approx(acc, abs=1e-6)
+
+
+def test_metrics_accumulate_over_batches():
+    task = Segmentation(4)
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(4, 4, 8, 8, generator=g), torch.randint(0, 4, (4, 8, 8), generator=g)
+    m = task.metrics()
+    task.update_metrics(m, logits[:2], target[:2])
+    task.update_metrics(m, logits[2:], target[2:])
+    assert float(m.compute()["mIoU"]) == pytest.approx(task.compute_metrics(logits, target)["mIoU"])
+
+
+def test_segmentation_loss_ignores_the_ignore_label():
+    task = Segmentation(3, ignore_index=255)
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 1, 0, 0] = 10
+    target = torch.full((1, 2, 2), 255)
+    target[0, 0, 0] = 1
+    assert task.loss(logits, target) < 1e-3
+
+
+def test_depth_metrics_by_hand():
+    task = Depth()
+    pred = torch.tensor([1.0, 2.0, 4.0, 9.0]).log().view(1, 1, 2, 2)  # raw output is log-depth
+    target = torch.tensor([1.0, 1.0, 6.0, 0.0]).view(1, 1, 2, 2)  # last pixel invalid
+    m = task.compute_metrics(pred, target)
+    # valid: p = 1, 2, 4 ; t = 1, 1, 6 ; ratios 1, 2, 1.5
+    assert m["abs_rel"] == pytest.approx((0 + 1 + 2 / 6) / 3)
+    assert m["sq_rel"] == pytest.approx((0 + 1 + 4 / 6) / 3)
+    assert m["rmse"] == pytest.approx(math.sqrt((0 + 1 + 4) / 3))
+    assert m["rmse_log"] == pytest.approx(math.sqrt((math.log(2) ** 2 + math.log(4 / 6) ** 2) / 3))
+    assert m["delta1"] == pytest.approx(1 / 3)  # < 1.25: ratio 1
+    assert m["delta2"] == pytest.approx(2 / 3)  # < 1.5625: ratios 1, 1.5
+    assert m["delta3"] == pytest.approx(2 / 3)  # < 1.953125: ratio 2 is not
+    assert m["abs_err"] == pytest.approx((0 + 1 + 2) / 3)
+
+
+def test_depth_losses():
+    t = torch.tensor([1.0, 2.0, 4.0, 0.0]).view(1, 1, 2, 2)
+    raw = torch.tensor([2.0, 2.0, 4.0, 7.0]).log().view(1, 1, 2, 2)
+    assert Depth("l1").loss(raw, t) == pytest.approx(1 / 3)
+    silog = Depth("silog")
+    exact = torch.where(t > 0, t, torch.ones_like(t)).log()
+    assert silog.loss(exact, t) < 1e-3
+    assert silog.loss(exact + 0.5, t) < silog.loss(exact + torch.tensor([0.5, 0, 0, 0]).view(1, 1, 2, 2), t)
+
+
+def test_normal_metrics_by_hand():
+    task = Normals()
+    target = torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 0, 1], [0, 0, 0]]).T.reshape(1, 3, 2, 2)
+    s = 1 / math.sqrt(2)
+    pred = torch.tensor([[1.0, 0, 0], [s, s, 0], [1, 0, 0], [0, 1, 0]]).T.reshape(1, 3, 2, 2)
+    m = task.compute_metrics(pred, target)  # angles 0, 45, 90; last pixel has no target
+    assert m["mean_angle"] == pytest.approx(45.0, abs=1e-4)
+    assert m["median_angle"] == pytest.approx(45.0, abs=0.01)
+    assert m["within_11.25"] == pytest.approx(1 / 3)
+    assert m["within_30"] == pytest.approx(1 / 3)
+    assert task.loss(target[..., :1, :], target[..., :1, :]) < 1e-6
+
+
+def test_multitask_splits_and_conditions():
+    mt = create_task("multitask", tasks=[{"name": "segmentation", "num_classes": 4}, {"name": "depth"},
+                                         {"name": "normals"}], weights=[1.0, 0.5, 1.0])
+    assert isinstance(mt, MultiTask) and mt.channels == 8
+    raw = torch.randn(2, 8, 16, 16, requires_grad=True)
+    batch = {"semantic": torch.randint(0, 4, (2, 16, 16)), "depth": torch.rand(2, 1, 16, 16) + 1,
+             "normals": torch.nn.functional.normalize(torch.randn(2, 3, 16, 16), dim=1)}
+    parts = [t.loss(r, batch) for t, r in zip(mt.tasks, mt.split(raw), strict=True)]
+    assert mt.loss(raw, batch).item() == pytest.approx((parts[0] + 0.5 * parts[1] + parts[2]).item())
+    cond = mt.condition(raw)
+    torch.testing.assert_close(cond[:, :4].sum(1), torch.ones(2, 16, 16))
+    assert cond[:, 4].min() >= 0 and cond[:, 4].max() <= 1
+    torch.testing.assert_close(cond[:, 5:].norm(dim=1), torch.ones(2, 16, 16))
+    keys = mt.compute_metrics(raw, batch)
+    assert {"semantic/mIoU", "depth/abs_rel", "normals/median_angle"} <= set(keys)
+    # DejaVuLoss works unchanged with the task's condition as its adapter
+    loss_fn = DejaVuLoss(mt.channels, "bandstop", "forward", adapter=mt.condition, lpips_weight=0)
+    loss_fn(torch.rand(2, 3, 16, 16), raw).loss.backward()
+    assert raw.grad.abs().sum() > 0
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
+        Segmentation(4).loss(torch.randn(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long))
+    with pytest.raises(KeyError, match="depth"):
+        Depth().loss(torch.randn(1, 1, 8, 8), {"semantic": torch.zeros(1)})
+    with pytest.raises(ValueError, match="unknown task"):
+        create_task("panoptic")
