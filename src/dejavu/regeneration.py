@@ -25,8 +25,15 @@ def combine(image: Tensor, condition: Tensor, conditioning: str) -> Tensor:
     return image.mean(dim=1, keepdim=True) * condition
 
 
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    # The CRM exists only in training, and CRM-R shares one BN across steps whose statistics differ:
+    # running averages would make eval-mode regeneration (figures) a different, broken function.
+    # Batch statistics in both modes keep it the same function.
+    return nn.BatchNorm2d(channels, track_running_stats=False)
+
+
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), batch_norm(cout), nn.ReLU(inplace=True))
 
 
 def _check_args(cls: str, pred_channels: int, width: int, conditioning: str, **counts: int) -> None:
@@ -108,7 +115,7 @@ class RecursiveCRM(nn.Module):
             self.condition_conv = nn.Conv2d(pred_channels, width, 3, padding=1, bias=False)
         else:
             self.image_conv = nn.Conv2d(pred_channels, width, 3, padding=1, bias=False)
-        self.norm = nn.BatchNorm2d(width)
+        self.norm = batch_norm(width)
         self.act = nn.ReLU(inplace=True)
         self.head = nn.Conv2d(width, 3, 3, padding=1)
 

@@ -30,11 +30,13 @@ __all__ = ["Depth", "MultiTask", "Normals", "Segmentation", "Task", "create_task
 
 
 class Task:
-    """Base class. Subclasses set ``name``, ``key`` (the batch entry) and ``channels``."""
+    """Base class. Subclasses set ``name``, ``key`` (the batch entry), ``channels`` and ``monitor``
+    (the metric that says which model is best, and ``"max"`` or ``"min"``)."""
 
     name: str
     key: str
     channels: int
+    monitor: tuple[str, str]
 
     def _target(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
         if isinstance(target, Mapping):
@@ -74,7 +76,7 @@ class Segmentation(Task):
     or target) and ``pixel_acc``, from torchmetrics. Condition: softmax probabilities.
     """
 
-    name, key = "semantic", "semantic"
+    name, key, monitor = "semantic", "semantic", ("mIoU", "max")
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         if num_classes < 2:
@@ -142,7 +144,7 @@ class Depth(Task):
     Condition: depth normalised per image to ``[0, 1]``, so the CRM sees shape rather than scale.
     """
 
-    name, key, channels = "depth", "depth", 1
+    name, key, channels, monitor = "depth", "depth", 1, ("abs_rel", "min")
 
     def __init__(self, loss: str = "l1", max_depth: float | None = None) -> None:
         if loss not in ("l1", "silog"):
@@ -212,7 +214,7 @@ class Normals(Task):
     """Surface normals: three channels, ``decode`` makes unit vectors; loss ``1 - cos`` over valid pixels
     (target of non-zero length). Condition: the unit normals."""
 
-    name, key, channels = "normals", "normals", 3
+    name, key, channels, monitor = "normals", "normals", 3, ("mean_angle", "min")
 
     def decode(self, raw: Tensor) -> Tensor:
         return F.normalize(raw, dim=1)
@@ -252,6 +254,8 @@ class MultiTask(Task):
             raise ValueError(f"MultiTask: need one weight per task ({len(tasks)}), got {weights!r}")
         self.tasks, self.weights = list(tasks), list(weights or [1.0] * len(tasks))
         self.channels = sum(t.channels for t in self.tasks)
+        first = self.tasks[0]
+        self.monitor = (f"{first.name}/{first.monitor[0]}", first.monitor[1])
 
     def split(self, raw: Tensor) -> list[Tensor]:
         self._check_raw(raw)

@@ -1,0 +1,108 @@
+"""What every run leaves in its folder: atomic checkpoints, metrics.json, the inference model, a figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins import CheckpointIO
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from .figures import module_figure
+
+
+class AtomicCheckpointIO(CheckpointIO):
+    """Writes each checkpoint to a temporary file in the same folder, then renames it into place, so
+    a crash or Ctrl-C never leaves a half-written checkpoint. Loads with ``weights_only=True``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        checkpoint["dejavu_source"] = str(path)
+        return checkpoint
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        Path(path).unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def export_inference_model(module, run_dir: Path) -> dict[str, Path]:
+    """Save the base network alone (no CRM, no LPIPS): ``model.safetensors``, ``model.pt`` (a plain
+    state dict for ``torch.load(weights_only=True)``) and ``model.json`` (how to rebuild it)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in module.net.state_dict().items()}
+    paths = {"safetensors": run_dir / "model.safetensors", "pt": run_dir / "model.pt", "json": run_dir / "model.json"}
+    save_file(state, str(paths["safetensors"]))
+    torch.save(state, paths["pt"])
+    hp = module.hparams
+    write_json(paths["json"], {"network": dict(hp.network), "task": dict(hp.task),
+                               "parameters": sum(v.numel() for v in module.net.parameters())})
+    return paths
+
+
+def _floats(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
+
+
+class RunArtifacts(L.Callback):
+    """At the end of ``fit``: ``metrics.json`` (final validation metrics), the exported inference model
+    and ``figure.png``; at the end of ``test``: ``test_metrics.json``. Written by rank 0 only."""
+
+    def __init__(self, run_dir: str | Path, figure_images: int = 4) -> None:
+        self.run_dir, self.figure_images = Path(run_dir), figure_images
+
+    def _figure(self, trainer: L.Trainer, module, name: str) -> None:
+        loader = trainer.datamodule.val_dataloader() if trainer.datamodule else None
+        if loader is None or self.figure_images <= 0:
+            return
+        ds = loader.dataset
+        items = [ds[i] for i in range(min(self.figure_images, len(ds)))]
+        batch = next(iter(DataLoader(items, batch_size=len(items))))
+        module_figure(module, batch, self.run_dir / name)
+
+    def on_fit_end(self, trainer: L.Trainer, module) -> None:
+        if not trainer.is_global_zero:
+            return
+        write_json(self.run_dir / "metrics.json", {
+            "val": _floats(trainer.callback_metrics, "val/"),
+            "epochs": trainer.current_epoch, "steps": trainer.global_step,
+            "dejavu": module.dejavu_loss is not None,
+        })
+        export_inference_model(module, self.run_dir)
+        self._figure(trainer, module, "figure.png")
+
+    def on_test_end(self, trainer: L.Trainer, module) -> None:
+        if not trainer.is_global_zero:
+            return
+        split = trainer.datamodule.hparams.split if trainer.datamodule else "test"
+        noise = module.hparams.test_noise
+        name = f"test_metrics_{split}" + (f"_noise{noise:g}" if noise else "") + ".json"
+        write_json(self.run_dir / name, {"split": split, "noise": noise,
+                                         "test": _floats(trainer.callback_metrics, "test/")})

@@ -1,0 +1,97 @@
+"""Figures in the manner of the paper's Figure 6: input, ground truth, prediction(s), redacted, regenerated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..tasks import Depth, MultiTask, Normals, Segmentation, Task
+
+
+def _tasks(task: Task) -> list[Task]:
+    return task.tasks if isinstance(task, MultiTask) else [task]
+
+
+def _split(task: Task, raw: Tensor) -> list[Tensor]:
+    return task.split(raw) if isinstance(task, MultiTask) else [raw]
+
+
+def colourise(task: Task, value: Tensor, is_target: bool) -> np.ndarray:
+    """One image's ground truth or raw prediction of a single task as an RGB array ``(H, W, 3)``."""
+    if isinstance(task, Segmentation):
+        labels = value if is_target else value.argmax(0)
+        cmap = plt.get_cmap("tab20", 20)
+        rgb = cmap(labels.clamp(0, 19).numpy() % 20)[..., :3]
+        rgb[labels.numpy() == task.ignore_index] = 0
+        return rgb
+    if isinstance(task, Depth):
+        d = (value if is_target else task.decode(value[None])[0])[0].numpy()
+        inv = 1 / np.clip(d, 1e-3, None)  # inverse depth: near is bright, as usual for depth maps
+        return plt.get_cmap("magma")((inv - inv.min()) / max(np.ptp(inv), 1e-6))[..., :3]
+    if isinstance(task, Normals):
+        n = value if is_target else task.decode(value[None])[0]
+        return ((n.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+    raise TypeError(f"no figure for task {type(task).__name__}")
+
+
+def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[str, Tensor],
+                  predictions: dict[str, Tensor], redacted: Tensor | None = None,
+                  regenerated: Tensor | None = None) -> Path:
+    """Write a grid, one row per image: input, ground truth and prediction per task, redacted, regenerated.
+
+    Args:
+        images: ``(B, 3, H, W)`` in ``[0, 1]``.
+        targets: the batch dict (ground truth under each task's ``key``).
+        predictions: raw network outputs ``(B, C, H, W)`` by name (e.g. ``{"baseline": ..., "DejaVu": ...}``).
+        redacted, regenerated: ``(B, 3, H, W)`` in ``[0, 1]`` from :class:`dejavu.DejaVuLoss`, if any.
+    """
+    columns: list[tuple[str, list[np.ndarray]]] = [
+        ("input", [im.permute(1, 2, 0).clamp(0, 1).numpy() for im in images])
+    ]
+    for i, t in enumerate(_tasks(task)):
+        columns.append((f"{t.name}: ground truth", [colourise(t, y, True) for y in targets[t.key]]))
+        for name, raw in predictions.items():
+            part = _split(task, raw)[i]
+            columns.append((f"{t.name}: {name}", [colourise(t, p, False) for p in part]))
+    for title, extra in (("redacted", redacted), ("regenerated", regenerated)):
+        if extra is not None:
+            columns.append((title, [x.permute(1, 2, 0).float().clamp(0, 1).numpy() for x in extra]))
+    rows, cols = len(images), len(columns)
+    h, w = images.shape[-2:]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols * w / max(h, w), 1.9 * rows * h / max(h, w) + 0.3),
+                             squeeze=False)
+    for c, (title, pics) in enumerate(columns):
+        axes[0, c].set_title(title, fontsize=7)
+        for r in range(rows):
+            axes[r, c].imshow(pics[r], interpolation="nearest")
+            axes[r, c].axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_seed: int = 0) -> Path:
+    """The figure for a trained :class:`~dejavu.training.module.DejaVuModule` on one batch (eval mode)."""
+    was_training = module.training
+    module.eval()
+    batch = {k: v.to(module.device) for k, v in batch.items() if isinstance(v, Tensor)}
+    raw = module.net(batch["image"])
+    redacted = regenerated = None
+    if module.dejavu_loss is not None:
+        generator = torch.Generator(module.device).manual_seed(generator_seed)
+        out = module.dejavu_loss(batch["image"], raw, generator=generator)
+        redacted, regenerated = out.redacted.cpu(), out.regenerated.cpu()
+    module.train(was_training)
+    cpu = {k: v.float().cpu() if k == "image" else v.cpu() for k, v in batch.items()}
+    return dejavu_figure(path, cpu["image"], module.task, cpu, {"prediction": raw.float().cpu()}, redacted, regenerated)

@@ -1,0 +1,150 @@
+"""The LightningModule that trains any network and task, with or without DejaVu."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from ..losses import DejaVuLoss
+from ..models import create_model
+from ..tasks import MultiTask, Task, create_task
+
+
+def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
+    """Call a factory with a config dict, turning a bad key into an error that names it."""
+    spec = dict(spec)
+    if "name" not in spec:
+        raise ValueError(f"{kind}: the config needs a 'name' (got keys {sorted(spec)})")
+    try:
+        return fn(spec.pop("name"), **extra, **spec)
+    except TypeError as e:
+        raise ValueError(f"{kind}: bad config key or value: {e}") from None
+
+
+class DejaVuModule(L.LightningModule):
+    """Trains ``network`` on ``task``, adding the DejaVu loss when ``dejavu`` is given.
+
+    Args:
+        network: model spec for :func:`dejavu.models.create_model`, e.g. ``{"name": "unet", "width": 16}``;
+            ``out_channels`` comes from the task.
+        task: task spec for :func:`dejavu.tasks.create_task`, e.g. ``{"name": "segmentation", "num_classes": 6}``.
+        dejavu: keyword arguments of :class:`dejavu.DejaVuLoss` (``pred_channels`` and ``adapter`` come
+            from the task), or ``None`` for the baseline.
+        optimizer: ``"sgd"`` (momentum 0.9) or ``"adamw"``.
+        lr, weight_decay: optimiser settings; the learning rate follows the polynomial schedule
+            ``lr * (1 - step / total) ** poly_power`` (PAPER_NOTES section 1.4: power 2).
+        test_noise: standard deviation of Gaussian noise added to test images (in [0, 1] units),
+            for the robustness study of supp. Table B.1.
+
+    The CRM's parameters train with the network and are saved in checkpoints; the exported
+    inference model (see :mod:`dejavu.training.callbacks`) is ``self.net`` alone.
+    """
+
+    def __init__(
+        self,
+        network: dict[str, Any],
+        task: dict[str, Any],
+        dejavu: dict[str, Any] | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        poly_power: float = 2.0,
+        test_noise: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"model.optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        self.task: Task = _build("model.task", create_task, task)
+        heads = [t.channels for t in self.task.tasks] if isinstance(self.task, MultiTask) else self.task.channels
+        self.net: nn.Module = _build("model.network", create_model, network, out_channels=heads)
+        self.dejavu_loss = (None if dejavu is None else
+                            _build_dejavu(dejavu, self.task))
+        self.val_metrics = self.task.metrics()
+        self.test_metrics = self.task.metrics()
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.net(image)
+
+    # ------------------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        image = batch["image"]
+        raw = self.net(image)
+        task_loss = self.task.loss(raw, batch)
+        loss = task_loss
+        logs = {"train/task_loss": task_loss}
+        if self.dejavu_loss is not None:
+            out = self.dejavu_loss(image, raw)
+            loss = loss + out.loss
+            logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips})
+        logs["train/loss"] = loss
+        self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=image.shape[0])
+        self.log("loss", loss, prog_bar=True, logger=False, batch_size=image.shape[0])
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        power = hp.poly_power
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1 - step / total) ** power)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---------------------------------------------------------------------------- evaluation
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        raw = self.net(batch["image"])
+        self.log("val/task_loss", self.task.loss(raw, batch), batch_size=batch["image"].shape[0], sync_dist=True)
+        self.task.update_metrics(self.val_metrics, raw, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({f"val/{k}": v.float() for k, v in self.val_metrics.compute().items()})
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        image = batch["image"]
+        if self.hparams.test_noise > 0:
+            image = image + self.hparams.test_noise * torch.randn_like(image)
+        self.task.update_metrics(self.test_metrics, self.net(image), batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict({f"test/{k}": v.float() for k, v in self.test_metrics.compute().items()})
+        self.test_metrics.reset()
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """The validation metric that picks the best checkpoint, and whether higher is better."""
+        name, mode = self.task.monitor
+        return f"val/{name}", mode
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_state_dict(self, checkpoint["state_dict"], checkpoint.get("dejavu_source", "the checkpoint"))
+
+
+def _build_dejavu(spec: dict[str, Any], task: Task) -> DejaVuLoss:
+    try:
+        return DejaVuLoss(task.channels, adapter=task.condition, **spec)
+    except TypeError as e:
+        raise ValueError(f"model.dejavu: bad config key or value: {e}") from None
+
+
+def check_state_dict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Raise a ValueError naming ``source`` and the first parameter that does not fit ``module``."""
+    own = module.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise ValueError(f"checkpoint {source} does not match the model: it lacks parameter {key!r}")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ValueError(f"checkpoint {source} does not match the model: parameter {key!r} has shape "
+                             f"{tuple(state[key].shape)}, the model has {tuple(value.shape)}")
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise ValueError(f"checkpoint {source} does not match the model: unexpected parameter {extra[0]!r}")
+
+

@@ -1,0 +1,187 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from dejavu.models import create_model
+from dejavu.training.cli import DejaVuCLI
+from dejavu.training.compare import main as compare
+from dejavu.training.compare import paired_summary
+from dejavu.training.demo import main as demo
+
+TINY = {
+    "seed_everything": 0,
+    "model": {"network": {"name": "unet", "width": 4, "depth": 2},
+              "task": {"name": "segmentation", "num_classes": 6}, "optimizer": "adamw", "lr": 0.003},
+    "data": {"dataset": "synthetic", "size": [32, 32], "batch_size": 4, "train_length": 16, "val_length": 8},
+    "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False},
+    "figure_images": 2,
+}
+DEJAVU = {"redaction": {"name": "checkerboard", "block_size": 8}, "regenerator": "recursive",
+          "regenerator_kwargs": {"steps": 3, "width": 8}, "lpips_weight": 0.0}
+
+
+def write_config(path: Path, dejavu: bool = True, **changes) -> Path:
+    cfg = json.loads(json.dumps(TINY))
+    if dejavu:
+        cfg["model"]["dejavu"] = DEJAVU
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def dejavu(*args: str) -> None:
+    DejaVuCLI(args=list(args))
+
+
+def test_fit_writes_a_complete_run_folder(tmp_path):
+    run = tmp_path / "run"
+    dejavu("fit", "--config", str(write_config(tmp_path / "c.yaml")), "--run_dir", str(run))
+    for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.json",
+                 "model.safetensors", "model.pt", "model.json", "figure.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dejavu"] and metrics["steps"] == 4 and 0 <= metrics["val"]["val/mIoU"] <= 1
+    # the inference model is the base network alone: no CRM, loadable safely, and it runs
+    state = torch.load(run / "model.pt", weights_only=True)
+    net = create_model("unet", 6, width=4, depth=2)
+    assert set(state) == set(net.state_dict()) == set(load_file(str(run / "model.safetensors")))
+    net.load_state_dict(state)
+    assert net(torch.rand(1, 3, 32, 32)).shape == (1, 6, 32, 32)
+    # the CRM is in the training checkpoint, though
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert any(k.startswith("dejavu_loss.regenerator.") for k in ckpt["state_dict"])
+    assert not any(".lpips." in k for k in ckpt["state_dict"])
+
+
+def test_existing_run_folder_is_never_overwritten_silently(tmp_path):
+    cfg, run = str(write_config(tmp_path / "c.yaml", dejavu=False)), str(tmp_path / "run")
+    dejavu("fit", "--config", cfg, "--run_dir", run)
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    with pytest.raises(SystemExit, match="already exists"):
+        dejavu("fit", "--config", cfg, "--run_dir", run)
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before
+    dejavu("fit", "--config", cfg, "--run_dir", run, "--overwrite", "true")
+
+
+def test_interrupt_then_resume_then_test(tmp_path):
+    cfg, run = str(write_config(tmp_path / "c.yaml", trainer__max_epochs=3)), tmp_path / "run"
+    # Ctrl-C in the second epoch: the checkpoint of the first epoch stays intact
+    with pytest.raises(SystemExit):  # Lightning shuts down gracefully, then exits with status 1
+        dejavu("fit", "--config", cfg, "--run_dir", str(run), "--trainer.callbacks+=helpers.InterruptAt",
+               "--trainer.callbacks.step=6")
+    assert not (run / "metrics.json").exists()
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4 and ckpt["epoch"] == 0
+    assert not list((run / "checkpoints").glob(".*tmp"))
+    dejavu("fit", "--config", cfg, "--run_dir", str(run), "--ckpt_path", "last")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 12 and metrics["epochs"] == 3
+    dejavu("test", "--config", cfg, "--run_dir", str(run), "--ckpt_path", str(run / "checkpoints/best.ckpt"),
+           "--data.split", "test")
+    dejavu("test", "--config", cfg, "--run_dir", str(run), "--ckpt_path", str(run / "checkpoints/best.ckpt"),
+           "--model.test_noise", "0.3")
+    clean = json.loads((run / "test_metrics_test.json").read_text())
+    noisy = json.loads((run / "test_metrics_val_noise0.3.json").read_text())
+    assert 0 <= clean["test"]["test/mIoU"] <= 1 and noisy["noise"] == 0.3
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="nothing to resume"):
+        dejavu("fit", "--config", str(write_config(tmp_path / "c.yaml")), "--run_dir", str(tmp_path / "r"),
+               "--ckpt_path", "last")
+
+
+def test_mismatched_checkpoint_names_file_and_parameter(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", dejavu=False)
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "run"))
+    wider = write_config(tmp_path / "w.yaml", dejavu=False, model__network={"name": "unet", "width": 8, "depth": 2})
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    # with its hyperparameters, a checkpoint rebuilds its own network whatever the config says
+    dejavu("test", "--config", str(wider), "--run_dir", str(tmp_path / "t0"), "--ckpt_path", str(best))
+    # without them (a checkpoint from elsewhere), the mismatch is reported clearly
+    ckpt = torch.load(best, weights_only=True)
+    del ckpt["hyper_parameters"]
+    torch.save(ckpt, best)
+    with pytest.raises(ValueError, match=r"best\.ckpt does not match the model: parameter 'net\.down\.0\.0\.weight'"):
+        dejavu("test", "--config", str(wider), "--run_dir", str(tmp_path / "t"), "--ckpt_path", str(best))
+
+
+def test_config_errors_name_the_key(tmp_path, capsys):
+    cfg = str(write_config(tmp_path / "c.yaml"))
+    with pytest.raises(SystemExit):
+        dejavu("fit", "--config", cfg, "--run_dir", str(tmp_path / "r"), "--model.nonsense", "1")
+    assert "nonsense" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        dejavu("fit", "--config", cfg, "--run_dir", str(tmp_path / "r"), "--model.lr", "fast")
+    assert "lr" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="widht"):
+        dejavu("fit", "--config", cfg, "--run_dir", str(tmp_path / "r"), "--model.network",
+               "{name: unet, widht: 3}")
+
+
+@pytest.mark.parametrize("task", [{"name": "depth"}, {"name": "normals"},
+                                  {"name": "multitask", "tasks": [{"name": "segmentation", "num_classes": 6},
+                                                                  {"name": "depth"}, {"name": "normals"}]}])
+def test_other_tasks_train(tmp_path, task):
+    mtl = task["name"] == "multitask"
+    network = {"name": "segnet_mtl", "width": 4, "depth": 2} if mtl else TINY["model"]["network"]
+    cfg = write_config(tmp_path / "c.yaml", model__task=task, model__network=network)
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "run"))
+    assert (tmp_path / "run" / "figure.png").is_file()
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", data__train_length=32)
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    cmd = [sys.executable, "-m", "dejavu.training", "fit", "--config", str(cfg), "--run_dir", str(run),
+           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+           "--trainer.callbacks+=helpers.DDPProbe", f"--trainer.callbacks.out={probe}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = (json.loads((probe / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert r0["world"] == r1["world"] == 2 and r0["pid"] != r1["pid"]
+    assert r0["seen"] and not set(r0["seen"]) & set(r1["seen"])  # the ranks saw different images
+    assert len(set(r0["seen"]) | set(r1["seen"])) == 32
+    assert r0["params"] == r1["params"] and r0["first"] == r1["first"]  # gradients were synchronised
+    assert len(list(run.glob("metrics.json"))) == 1 and json.loads((run / "metrics.json").read_text())["steps"] == 4
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_demo_quick(tmp_path):
+    demo(["--quick", "--out", str(tmp_path / "demo")])
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"baseline", "DejaVu"}
+    assert "val/mIoU" in summary["metrics"]["DejaVu"]
+    assert (tmp_path / "demo" / "figure.png").is_file() and (tmp_path / "demo" / "summary.md").is_file()
+    with pytest.raises(SystemExit, match="already exists"):
+        demo(["--quick", "--out", str(tmp_path / "demo")])
+
+
+def test_compare_two_seeds(tmp_path):
+    a, b = write_config(tmp_path / "a.yaml", dejavu=False), write_config(tmp_path / "b.yaml")
+    compare(["--config", str(a), "--config", str(b), "--seeds", "2", "--out", str(tmp_path / "cmp")])
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    s = result["summary"]["val/mIoU"]
+    assert s["n"] == 2 and s["ci95_low"] <= s["diff_mean"] <= s["ci95_high"]
+    assert (tmp_path / "cmp" / "compare.md").is_file()
+
+
+def test_paired_summary_by_hand():
+    s = paired_summary([1.0, 2.0, 3.0], [2.0, 2.5, 4.5])  # differences 1, 0.5, 1.5: mean 1, sd 0.5
+    assert s["diff_mean"] == pytest.approx(1.0)
+    half = 4.302652729911275 * 0.5 / 3**0.5  # t(0.975, 2) = 4.3027
+    assert s["ci95_low"] == pytest.approx(1 - half) and s["ci95_high"] == pytest.approx(1 + half)
