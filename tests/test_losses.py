@@ -72,6 +72,8 @@ def test_lpips_is_zero_for_identical_images_and_kept_out_of_checkpoints():
     x = torch.rand(2, 3, 32, 32)
     assert loss_fn.lpips(x, x).abs().max() < 1e-6
     assert loss_fn.lpips(x, torch.rand(2, 3, 32, 32)).min() > 0
+    lin = torch.cat([p.flatten() for n, p in loss_fn.lpips.named_parameters() if ".lin" in n])
+    assert lin.min() >= 0 and lin.max() > 0  # the calibrated linear layers that ship with lpips were loaded
     assert not any(k.startswith("lpips") for k in loss_fn.state_dict())
     DejaVuLoss(5, lpips_weights="random").load_state_dict(loss_fn.state_dict())  # strict load works
     loss_fn.train()

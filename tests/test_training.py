@@ -185,3 +185,28 @@ def test_paired_summary_by_hand():
     assert s["diff_mean"] == pytest.approx(1.0)
     half = 4.302652729911275 * 0.5 / 3**0.5  # t(0.975, 2) = 4.3027
     assert s["ci95_low"] == pytest.approx(1 - half) and s["ci95_high"] == pytest.approx(1 + half)
+
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[f"{c.parent.name}/{c.name}" for c in CONFIGS])
+def test_shipped_configs_build(config, tmp_path):
+    args = ["--config", str(config), "--run_dir", str(tmp_path / "r"), "--data.root", str(tmp_path)]
+    spec = yaml.safe_load(config.read_text())["model"]
+    if spec.get("text_supervision"):  # real use needs local CLIP weights; build the tiny random one
+        args += ["--model.text_supervision.model", "dejavu-tiny-clip", "--model.text_supervision.random_init", "true"]
+    if spec.get("pretrained"):
+        args += ["--model.pretrained", "null"]
+    cli = DejaVuCLI(args=args, run=False)
+    assert (cli.model.dejavu_loss is None) == ("dejavu" not in spec)
+    cli.model.net(torch.rand(1, 3, 64, 64))
+
+
+def test_paired_configs_differ_only_in_dejavu():
+    for baseline in [c for c in CONFIGS if "baseline" in c.name]:
+        a = yaml.safe_load(baseline.read_text())
+        b = yaml.safe_load(baseline.with_name(baseline.name.replace("baseline", "dejavu")).read_text())
+        b["model"].pop("dejavu")
+        a.pop("run_dir"), b.pop("run_dir")
+        assert a == b, baseline

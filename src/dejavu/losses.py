@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import redaction as R
+from .frozen import FrozenStateMixin
 from .regeneration import build_crm
 
 __all__ = ["DejaVuLoss", "DejaVuOutput", "LPIPS", "ADAPTERS", "PRESETS"]
@@ -63,7 +64,9 @@ class LPIPS(nn.Module):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.model = lpips.LPIPS(net=net, pnet_rand=True, use_dropout=False, verbose=False).eval()
+            # use_dropout must stay True: the shipped calibration weights are keyed for that layout
+            # (with False they silently fail to load). Dropout is inert: this module is always in eval.
+            self.model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
         if weights != "random":
             self._load_backbone(net, _find_backbone_weights(net, weights))
         self.model.requires_grad_(False)
@@ -146,7 +149,7 @@ def _check_weight(value: Any, name: str) -> float:
     return float(value)
 
 
-class DejaVuLoss(nn.Module):
+class DejaVuLoss(FrozenStateMixin):
     """DejaVu's regeneration loss, to add to any dense prediction network's task loss.
 
     Args:
@@ -181,6 +184,8 @@ class DejaVuLoss(nn.Module):
         >>> out = loss_fn(torch.rand(2, 3, 64, 64), torch.randn(2, 5, 64, 64, requires_grad=True))
         >>> out.loss.backward()
     """
+
+    frozen_children = ("lpips",)  # a fixed metric: kept out of checkpoints
 
     def __init__(
         self,
@@ -253,6 +258,11 @@ class DejaVuLoss(nn.Module):
         """Map the image from its own normalisation to ``[0, 1]``."""
         return image * self.scale.to(image.dtype) + self.shift.to(image.dtype)
 
+    def from_unit_range(self, image01: Tensor) -> Tensor:
+        """Inverse of :meth:`to_unit_range`: map a ``[0, 1]`` image (e.g. the regenerated one) to the
+        network's input normalisation."""
+        return (image01 - self.shift.to(image01.dtype)) / self.scale.to(image01.dtype)
+
     def condition(self, image: Tensor, prediction: Tensor) -> Tensor:
         """The conditioning map: the prediction resized to the image and passed through the adapter."""
         _check_pair(image, prediction)
@@ -279,20 +289,6 @@ class DejaVuLoss(nn.Module):
         lp = self.lpips(regen, tgt).mean() if self.lpips is not None else mse.new_zeros(())
         loss = self.gamma * (self.mse_weight * mse + self.lpips_weight * lp)
         return DejaVuOutput(loss, redacted, steps[-1], steps, mse.detach(), lp.detach())
-
-    # LPIPS is a fixed metric: keep it out of checkpoints, and do not expect it back from them.
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        state = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
-        for key in [k for k in state if k.startswith(prefix + "lpips.")]:
-            del state[key]
-        return state
-
-    def _load_from_state_dict(self, state_dict, prefix, *args: Any) -> None:
-        if self.lpips is not None:
-            for k, v in self.lpips.state_dict(prefix=prefix + "lpips.").items():
-                state_dict.setdefault(k, v)
-        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 def _check_pair(image: Tensor, prediction: Tensor) -> None:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .dct import block_frequency, dct2, idct2
 
 __all__ = [
-    "random_pixels", "checkerboard", "random_blocks", "lowpass", "highpass", "bandstop",
+    "random_pixels", "checkerboard", "random_blocks", "random_block_mask", "lowpass", "highpass", "bandstop",
     "RandomPixels", "Checkerboard", "RandomBlocks", "LowPass", "HighPass", "BandStop",
     "Compose", "RandomChoice", "build", "REGISTRY",
 ]
@@ -130,13 +130,19 @@ def random_blocks(
         ValueError: bad shape, ``block_size < 1``, ``threshold`` outside ``[0, 1]``, bad ``fill``.
     """
     _check_image(x, "random_blocks")
+    _check_fill(fill, "random_blocks")
+    return _apply_mask(x, random_block_mask(x, block_size, threshold, generator), fill)
+
+
+def random_block_mask(x: Tensor, block_size: int, threshold: float,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """The mask :func:`random_blocks` removes: ``(B, 1, H, W)`` bool, True where removed."""
     _check_block(block_size, "random_blocks")
     _check_unit(threshold, "threshold", "random_blocks")
-    _check_fill(fill, "random_blocks")
     b, _, h, w = x.shape
     nh, nw = -(-h // block_size), -(-w // block_size)
     blocks = _uniform((b, 1, nh, nw), x, generator) < threshold
-    return _apply_mask(x, _block_mask(blocks, block_size, h, w), fill)
+    return _block_mask(blocks, block_size, h, w)
 
 
 # ---------------------------------------------------------------------------------- spectral

@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.regression import MeanSquaredError
 
 from .losses import _depth_map
+from .redaction import random_block_mask
 
-__all__ = ["Depth", "MultiTask", "Normals", "Segmentation", "Task", "create_task"]
+__all__ = ["Denoising", "Depth", "MaskedModeling", "MultiTask", "Normals", "Segmentation", "Task", "create_task"]
 
 
 class Task:
@@ -58,6 +60,10 @@ class Task:
 
     def decode(self, raw: Tensor) -> Tensor:
         return raw
+
+    def prepare(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The batch the network trains on; pretext tasks (denoising, masking) corrupt the image here."""
+        return dict(batch)
 
     def compute_metrics(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> dict[str, float]:
         """Metrics of one batch, as floats."""
@@ -305,10 +311,77 @@ class _TaskMetrics(Metric):
         self.inner.reset()
 
 
+class Denoising(Task):
+    """DDeP's pretext task (PAPER_NOTES section 2): predict the noise of a noised image.
+
+    The image ``x`` in ``[0, 1]`` is mapped to ``[-1, 1]`` and noised with scaled additive noise
+    ``x_noisy = sqrt(gamma) * x + sqrt(1 - gamma) * eps``, ``eps ~ N(0, I)``, one fixed ``gamma``
+    (default 0.9, ours: the paper sweeps the noise level);
+    the network sees ``(x_noisy + 1) / 2`` (the input scale it will be fine-tuned on) and predicts
+    ``eps`` (3 channels), with an MSE loss.
+    """
+
+    name, key, channels, monitor = "denoising", "noise", 3, ("noise_mse", "min")
+
+    def __init__(self, gamma: float = 0.9) -> None:
+        if not 0 < gamma < 1:
+            raise ValueError(f"Denoising: gamma must be in (0, 1), got {gamma!r}")
+        self.gamma = gamma
+
+    def prepare(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        x = batch["image"] * 2 - 1
+        eps = torch.randn(x.shape, generator=generator, device=generator.device if generator else x.device).to(x)
+        noisy = self.gamma**0.5 * x + (1 - self.gamma) ** 0.5 * eps
+        return {**batch, "image": (noisy + 1) / 2, "clean": batch["image"], "noise": eps}
+
+    def loss(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        tgt = self._target(target)
+        return F.mse_loss(self._resized(raw, tgt.shape[-2:]), tgt)
+
+    def condition(self, raw: Tensor) -> Tensor:
+        return raw
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"noise_mse": MeanSquaredError()})
+
+    def update_metrics(self, metrics: MetricCollection, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> None:
+        tgt = self._target(target)
+        metrics.update(self._resized(raw.detach().float(), tgt.shape[-2:]).flatten(), tgt.flatten())
+
+
+class MaskedModeling(Denoising):
+    """Masked-image-modelling pretext task (MAE-style, supp. Table B.2's baseline): ``b x b`` patches
+    are masked with probability ``ratio`` (filled with 0) and the network reconstructs the pixels;
+    the MSE counts masked pixels only."""
+
+    name, key, channels, monitor = "masked", "clean", 3, ("masked_mse", "min")
+
+    def __init__(self, block_size: int = 8, ratio: float = 0.75) -> None:
+        self.block_size, self.ratio = block_size, ratio
+
+    def prepare(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        x = batch["image"]
+        removed = random_block_mask(x, self.block_size, self.ratio, generator)
+        return {**batch, "image": x.masked_fill(removed, 0.0), "clean": x, "removed": removed}
+
+    def loss(self, raw: Tensor, target: Mapping[str, Tensor]) -> Tensor:
+        tgt, removed = self._target(target), target["removed"]
+        err = (self._resized(raw, tgt.shape[-2:]) - tgt) ** 2 * removed
+        return err.sum() / (removed.sum() * tgt.shape[1]).clamp_min(1)
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"masked_mse": MeanSquaredError()})
+
+    def update_metrics(self, metrics: MetricCollection, raw: Tensor, target: Mapping[str, Tensor]) -> None:
+        tgt, removed = self._target(target), target["removed"].expand_as(target[self.key])
+        metrics.update(self._resized(raw.detach().float(), tgt.shape[-2:])[removed], tgt[removed])
+
+
 def create_task(name: str, **kwargs) -> Task:
     """A task by name: ``segmentation``, ``depth``, ``normals``, or ``multitask`` with
     ``tasks=[{"name": ..., **kwargs}, ...]`` and optional ``weights``."""
-    simple = {"segmentation": Segmentation, "depth": Depth, "normals": Normals}
+    simple = {"segmentation": Segmentation, "depth": Depth, "normals": Normals, "denoising": Denoising,
+              "masked": MaskedModeling}
     if name == "multitask":
         specs = kwargs.pop("tasks", None)
         if not specs:

@@ -17,7 +17,7 @@ from torch import nn
 from .segnet_mtl import SegNetMTL
 from .unet import UNet
 
-__all__ = ["MODELS", "SegNetMTL", "UNet", "create_model", "load_weights", "register_model"]
+__all__ = ["MODELS", "SegNetMTL", "UNet", "create_model", "load_weights", "model_cost", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -38,6 +38,29 @@ def _unet(out_channels: int | Sequence[int], **kwargs) -> nn.Module:
 @register_model("segnet_mtl")
 def _segnet_mtl(out_channels: int | Sequence[int], **kwargs) -> nn.Module:
     return SegNetMTL([out_channels] if isinstance(out_channels, int) else list(out_channels), **kwargs)
+
+
+@register_model("dejavu_sa")
+def _dejavu_sa(out_channels: int | Sequence[int], base: dict | None = None, **kwargs) -> nn.Module:
+    """DejaVu-SA around a base network given as a spec, e.g. ``base={"name": "unet", "width": 16}``."""
+    from ..shared_attention import SharedAttention
+
+    spec = dict(base or {"name": "unet"})
+    return SharedAttention(create_model(spec.pop("name"), out_channels, **spec), _total(out_channels), **kwargs)
+
+
+def model_cost(model: nn.Module, size: tuple[int, int] = (128, 128)) -> dict[str, int]:
+    """Parameters and forward FLOPs (``torch.utils.flop_counter``, one multiply-add = 2 FLOPs) of
+    ``model`` on one ``3 x H x W`` image, in eval mode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, *size, device=next(model.parameters()).device))
+    model.train(was_training)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "flops": counter.get_total_flops()}
 
 
 def _smp(arch: str, out_channels: int | Sequence[int], encoder: str = "resnet18",
@@ -85,8 +108,12 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
     return model
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a local state dict (``torch.load(weights_only=True)`` or safetensors) into ``model``, strictly.
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> list[str]:
+    """Load a local state dict (``torch.load(weights_only=True)`` or safetensors) into ``model``.
+
+    With ``strict=False`` the tensors that are missing or of another shape (e.g. a new output head
+    after pretraining) keep their current values; their names are returned. At least one tensor
+    must load.
 
     Raises:
         FileNotFoundError: no such file.
@@ -107,6 +134,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not strict:
+        usable = {k: v for k, v in state.items() if k in own and k not in shape}
+        if not usable:
+            raise ValueError(f"weights file {path} shares no parameter (name and shape) with the model")
+        model.load_state_dict(usable, strict=False)
+        return sorted(set(missing) | set(shape))
     if missing or unexpected or shape:
         first = (f"missing parameter {missing[0]!r}" if missing else f"unexpected parameter {unexpected[0]!r}"
                  if unexpected else f"parameter {shape[0]!r} has shape {tuple(state[shape[0]].shape)}, "
@@ -114,4 +147,4 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise ValueError(f"weights file {path} does not match the model: {first} "
                          f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shape)} of another shape)")
     model.load_state_dict(state)
-    return model
+    return []

@@ -38,7 +38,9 @@ def colourise(task: Task, value: Tensor, is_target: bool) -> np.ndarray:
     if isinstance(task, Normals):
         n = value if is_target else task.decode(value[None])[0]
         return ((n.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
-    raise TypeError(f"no figure for task {type(task).__name__}")
+    # pretext tasks (denoising, masked modelling): an image-like map, stretched to [0, 1]
+    v = value.float().permute(1, 2, 0).numpy()
+    return (v - v.min()) / max(np.ptp(v), 1e-6)
 
 
 def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[str, Tensor],
@@ -86,12 +88,14 @@ def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_
     was_training = module.training
     module.eval()
     batch = {k: v.to(module.device) for k, v in batch.items() if isinstance(v, Tensor)}
-    raw = module.net(batch["image"])
-    redacted = regenerated = None
+    batch = module._fixed_prepare(batch, 0)
+    raw, regenerated = module._predict(batch["image"])
+    redacted = module.net.redact(batch["image"]) if regenerated is not None else None
     if module.dejavu_loss is not None:
         generator = torch.Generator(module.device).manual_seed(generator_seed)
         out = module.dejavu_loss(batch["image"], raw, generator=generator)
-        redacted, regenerated = out.redacted.cpu(), out.regenerated.cpu()
+        redacted, regenerated = out.redacted, out.regenerated
     module.train(was_training)
     cpu = {k: v.float().cpu() if k == "image" else v.cpu() for k, v in batch.items()}
-    return dejavu_figure(path, cpu["image"], module.task, cpu, {"prediction": raw.float().cpu()}, redacted, regenerated)
+    images = [None if x is None else x.float().cpu() for x in (redacted, regenerated)]
+    return dejavu_figure(path, cpu["image"], module.task, cpu, {"prediction": raw.float().cpu()}, *images)

@@ -6,11 +6,17 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from .. import redaction as R
+from ..cyclic import cyclic_consistency
 from ..losses import DejaVuLoss
-from ..models import create_model
+from ..models import create_model, load_weights
+from ..shared_attention import SharedAttention
 from ..tasks import MultiTask, Task, create_task
+from ..text import TextSupervision
 
 
 def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
@@ -38,6 +44,14 @@ class DejaVuModule(L.LightningModule):
             ``lr * (1 - step / total) ** poly_power`` (PAPER_NOTES section 1.4: power 2).
         test_noise: standard deviation of Gaussian noise added to test images (in [0, 1] units),
             for the robustness study of supp. Table B.1.
+        cyclic_weight: DejaVu-CL: weight of the cyclic consistency loss (paper: 0.1); needs ``dejavu``.
+        text_supervision: DejaVu-TS: keyword arguments of :class:`dejavu.text.TextSupervision`
+            (``model``, ``checkpoint``, ``class_names``, ``weight`` (paper: 0.3)); needs ``dejavu``.
+        sa_weight: weight of the regeneration MSE of a DejaVu-SA network (``network.name: dejavu_sa``).
+        augment: the supplementary's "redaction as augmentation" baseline: ``{"redaction": spec, "p": 0.5}``
+            replaces a training batch by its redaction with probability ``p`` (no CRM, no extra loss).
+        pretrained: a local weights file (e.g. a DDeP or MAE pretraining run's ``model.safetensors``)
+            loaded into the network; tensors whose shape differs (the output head) are left as initialised.
 
     The CRM's parameters train with the network and are saved in checkpoints; the exported
     inference model (see :mod:`dejavu.training.callbacks`) is ``self.net`` alone.
@@ -53,6 +67,11 @@ class DejaVuModule(L.LightningModule):
         weight_decay: float = 5e-4,
         poly_power: float = 2.0,
         test_noise: float = 0.0,
+        cyclic_weight: float = 0.0,
+        text_supervision: dict[str, Any] | None = None,
+        sa_weight: float = 1.0,
+        augment: dict[str, Any] | None = None,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -61,8 +80,25 @@ class DejaVuModule(L.LightningModule):
         self.task: Task = _build("model.task", create_task, task)
         heads = [t.channels for t in self.task.tasks] if isinstance(self.task, MultiTask) else self.task.channels
         self.net: nn.Module = _build("model.network", create_model, network, out_channels=heads)
-        self.dejavu_loss = (None if dejavu is None else
-                            _build_dejavu(dejavu, self.task))
+        if pretrained:
+            skipped = load_weights(self.net, pretrained, strict=False)
+            rank_zero_info(f"model.pretrained: loaded {pretrained}; kept the initial values of {skipped or 'nothing'}")
+        self.dejavu_loss = None if dejavu is None else _build_dejavu(dejavu, self.task)
+        if (cyclic_weight > 0 or text_supervision) and self.dejavu_loss is None:
+            raise ValueError("model.cyclic_weight and model.text_supervision extend DejaVu: set model.dejavu too")
+        self.text_supervision = None
+        if text_supervision:
+            try:
+                self.text_supervision = TextSupervision(**text_supervision)
+            except TypeError as e:
+                raise ValueError(f"model.text_supervision: bad config key or value: {e}") from None
+        self.augmentation = None
+        if augment:
+            augment = dict(augment)
+            self.augment_p = float(augment.pop("p", 0.5))
+            self.augmentation = R._as_module(augment.pop("redaction"))
+            if augment:
+                raise ValueError(f"model.augment: unknown keys {sorted(augment)} (expected redaction, p)")
         self.val_metrics = self.task.metrics()
         self.test_metrics = self.task.metrics()
 
@@ -70,16 +106,39 @@ class DejaVuModule(L.LightningModule):
         return self.net(image)
 
     # ------------------------------------------------------------------------------ training
+    def _predict(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The prediction, and the regeneration of a DejaVu-SA network (None for any other)."""
+        if isinstance(self.net, SharedAttention):
+            enhanced, regenerated, _ = self.net.forward_train(image)
+            return enhanced, regenerated
+        return self.net(image), None
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        batch = self.task.prepare(batch)
         image = batch["image"]
-        raw = self.net(image)
+        if self.augmentation is not None and torch.rand(()) < self.augment_p:
+            image = self.augmentation(image)
+        raw, sa_regenerated = self._predict(image)
         task_loss = self.task.loss(raw, batch)
         loss = task_loss
         logs = {"train/task_loss": task_loss}
+        if sa_regenerated is not None:
+            sa_loss = self.hparams.sa_weight * F.mse_loss(sa_regenerated.float(), image.float())
+            loss = loss + sa_loss
+            logs["train/sa_regen_mse"] = sa_loss
         if self.dejavu_loss is not None:
             out = self.dejavu_loss(image, raw)
             loss = loss + out.loss
             logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips})
+            if self.hparams.cyclic_weight > 0:
+                regenerated = self.dejavu_loss.from_unit_range(out.regenerated)
+                cl = self.hparams.cyclic_weight * cyclic_consistency(self.net, regenerated, raw, self.task.condition)
+                loss = loss + cl
+                logs["train/cyclic_loss"] = cl
+            if self.text_supervision is not None:
+                ts = self.text_supervision(out.regenerated, self.dejavu_loss.to_unit_range(image))
+                loss = loss + ts
+                logs["train/text_loss"] = ts
         logs["train/loss"] = loss
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=image.shape[0])
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=image.shape[0])
@@ -98,7 +157,13 @@ class DejaVuModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---------------------------------------------------------------------------- evaluation
+    def _fixed_prepare(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Pretext corruption that is the same at every evaluation, so validation curves are comparable."""
+        generator = torch.Generator(batch["image"].device).manual_seed(batch_idx)
+        return self.task.prepare(batch, generator)
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        batch = self._fixed_prepare(batch, batch_idx)
         raw = self.net(batch["image"])
         self.log("val/task_loss", self.task.loss(raw, batch), batch_size=batch["image"].shape[0], sync_dist=True)
         self.task.update_metrics(self.val_metrics, raw, batch)
@@ -108,6 +173,7 @@ class DejaVuModule(L.LightningModule):
         self.val_metrics.reset()
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        batch = self._fixed_prepare(batch, batch_idx)
         image = batch["image"]
         if self.hparams.test_noise > 0:
             image = image + self.hparams.test_noise * torch.randn_like(image)

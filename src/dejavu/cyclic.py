@@ -1,0 +1,53 @@
+"""DejaVu-CL: cyclic consistency. The network run again on the regenerated image should predict what
+it predicted on the real one: ``L_CL = MSE(c(h(I_G)), c(h(I)))`` with ``c`` the conditioning map
+(probabilities, normalised depth, unit normals), weight 0.1 in the paper (PAPER_NOTES section 1.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["CyclicConsistency", "cyclic_consistency"]
+
+
+def cyclic_consistency(net: Callable[[Tensor], Tensor], regenerated: Tensor, prediction: Tensor,
+                       condition: Callable[[Tensor], Tensor] = lambda x: x) -> Tensor:
+    """MSE between ``condition(net(regenerated))`` and ``condition(prediction)``.
+
+    Args:
+        net: the dense prediction network, taking images in its own input normalisation.
+        regenerated: the regenerated image ``(B, 3, H, W)``, already in the network's input normalisation.
+        prediction: the network's raw output on the real image, ``(B, C, h, w)``.
+        condition: maps raw outputs to comparable maps (e.g. a task's ``condition``).
+
+    Gradients reach the network through both predictions and the CRM through ``regenerated``.
+
+    Example:
+        >>> net = nn.Conv2d(3, 4, 1)
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> float(cyclic_consistency(net, x, net(x)))
+        0.0
+    """
+    if regenerated.dim() != 4 or prediction.dim() != 4:
+        raise ValueError(f"cyclic_consistency: regenerated and prediction must be (B, C, H, W), got "
+                         f"{tuple(regenerated.shape)} and {tuple(prediction.shape)}")
+    again = net(regenerated)
+    if again.shape != prediction.shape:
+        raise ValueError(f"cyclic_consistency: the network's output on the regenerated image has shape "
+                         f"{tuple(again.shape)}, on the image {tuple(prediction.shape)}")
+    return F.mse_loss(condition(again).float(), condition(prediction).float())
+
+
+class CyclicConsistency(nn.Module):
+    """Module twin of :func:`cyclic_consistency` holding the weight: ``forward(...) = weight * L_CL``."""
+
+    def __init__(self, weight: float = 0.1, condition: Callable[[Tensor], Tensor] = lambda x: x) -> None:
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"CyclicConsistency: weight must be >= 0, got {weight!r}")
+        self.weight, self.condition = weight, condition
+
+    def forward(self, net: Callable[[Tensor], Tensor], regenerated: Tensor, prediction: Tensor) -> Tensor:
+        return self.weight * cyclic_consistency(net, regenerated, prediction, self.condition)

@@ -1,0 +1,86 @@
+"""DejaVu-TS: text supervision. CLIP features of the regenerated image should match those of the real
+image (MSE), weight 0.3 in the paper (PAPER_NOTES section 1.3).
+
+With class names (segmentation), the features compared are the image's CLIP similarities to a text
+prompt per class, so the regenerated image must carry the same class evidence; without them, the
+unit image embeddings themselves (our reading; the paper gives no formula). CLIP comes from
+``open_clip_torch`` and is frozen. Its weights are never downloaded: give a local checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .frozen import FrozenStateMixin
+
+__all__ = ["TINY_CLIP", "TextSupervision"]
+
+TINY_CLIP = "dejavu-tiny-clip"  # a small CLIP shape shipped for tests and timing (random weights only)
+_CONFIGS = Path(__file__).parent / "clip_configs"
+
+
+class TextSupervision(FrozenStateMixin):
+    """``weight * MSE(f(I_G), f(I))`` with ``f`` the frozen CLIP features described above.
+
+    Args:
+        model: an open_clip model name, e.g. ``"ViT-B-32"``, or :data:`TINY_CLIP`.
+        checkpoint: local path to that model's open_clip weights. Required unless ``random_init``.
+        class_names: class names for the text prompts (segmentation); ``None`` compares embeddings.
+        weight: the loss weight (paper: 0.3).
+        prompt: text template, ``{}`` is the class name.
+        random_init: use random CLIP weights: for tests and timing only, never for results.
+
+    ``forward(regenerated, image)`` takes both in ``[0, 1]``, ``(B, 3, H, W)``; they are resized to
+    CLIP's input size and normalised with CLIP's mean and std.
+
+    Raises:
+        FileNotFoundError: no checkpoint (the message says how to give one) or a missing file.
+    """
+
+    def __init__(self, model: str = "ViT-B-32", checkpoint: str | Path | None = None,
+                 class_names: Sequence[str] | None = None, weight: float = 0.3,
+                 prompt: str = "a photo of a {}.", random_init: bool = False) -> None:
+        super().__init__()
+        self.frozen_children = ("clip",)
+        import open_clip  # optional heavy dependency, imported only when text supervision is used
+
+        open_clip.add_model_config(_CONFIGS)
+        if checkpoint is None and not random_init:
+            raise FileNotFoundError(
+                f"TextSupervision needs local CLIP weights for {model!r} and never downloads them: pass "
+                "checkpoint=PATH (an open_clip checkpoint file, e.g. the ViT-B-32 weights fetched with "
+                "open_clip on a machine with internet). random_init=True gives random weights, for tests only."
+            )
+        if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+            raise FileNotFoundError(f"TextSupervision: CLIP checkpoint {checkpoint} does not exist")
+        self.clip = open_clip.create_model(model, pretrained=str(Path(checkpoint).expanduser()) if checkpoint else None)
+        self.clip.eval().requires_grad_(False)
+        self.weight = weight
+        size = self.clip.visual.image_size
+        self.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self.register_buffer("mean", torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1), persistent=False)
+        text = None
+        if class_names:
+            tokens = open_clip.get_tokenizer(model)([prompt.format(c) for c in class_names])
+            with torch.no_grad():
+                text = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
+        self.register_buffer("text", text, persistent=False)
+
+    def train(self, mode: bool = True) -> TextSupervision:
+        return super().train(False)  # frozen feature extractor
+
+    def features(self, x: Tensor) -> Tensor:
+        x = F.interpolate(x.float(), size=self.size, mode="bilinear", align_corners=False)
+        e = F.normalize(self.clip.encode_image((x - self.mean) / self.std).float(), dim=-1)
+        return e @ self.text.T if self.text is not None else e
+
+    def forward(self, regenerated: Tensor, image: Tensor) -> Tensor:
+        with torch.no_grad():
+            target = self.features(image)
+        return self.weight * F.mse_loss(self.features(regenerated), target)

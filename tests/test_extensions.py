@@ -1,0 +1,147 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dejavu.cyclic import CyclicConsistency, cyclic_consistency
+from dejavu.models import create_model, load_weights, model_cost
+from dejavu.shared_attention import SharedAttention
+from dejavu.tasks import Denoising, MaskedModeling, Segmentation
+from dejavu.text import TINY_CLIP, TextSupervision
+from dejavu.training import DenseDataModule, label_subset
+
+
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+
+def test_cyclic_loss_is_zero_when_the_regenerated_image_is_the_input():
+    h, x = net(), torch.rand(2, 3, 16, 16)
+    cond = Segmentation(4).condition
+    assert cyclic_consistency(h, x, h(x), cond) == 0
+    other = torch.rand(2, 3, 16, 16, requires_grad=True)
+    loss = CyclicConsistency(0.1, cond)(h, other, h(x))
+    loss.backward()
+    assert loss > 0 and other.grad.abs().sum() > 0 and h[0].weight.grad.abs().sum() > 0
+
+
+def test_text_supervision_with_a_tiny_random_clip():
+    names = ["background", "floor", "wall", "sphere", "box", "cylinder"]
+    ts = TextSupervision(TINY_CLIP, class_names=names, random_init=True)
+    assert ts.text.shape == (6, 32)
+    x = torch.rand(2, 3, 48, 48)
+    assert ts(x, x) == 0
+    y = torch.rand(2, 3, 48, 48, requires_grad=True)
+    loss = ts(y, x)
+    loss.backward()
+    assert loss > 0 and y.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in ts.clip.parameters())
+    assert not any(k.startswith("clip.") for k in ts.state_dict())
+    plain = TextSupervision(TINY_CLIP, random_init=True)  # no class names: compares embeddings
+    assert plain.features(x).shape == (2, 32)
+
+
+def test_text_supervision_needs_local_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint=PATH"):
+        TextSupervision("ViT-B-32")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TextSupervision(TINY_CLIP, checkpoint=tmp_path / "nope.pt")
+
+
+def test_shared_attention_shape_and_extra_cost():
+    base = create_model("unet", 6, width=8)
+    sa = SharedAttention(base, 6, embed_dim=32, heads=4, patch=8, block_size=8)
+    x = torch.rand(2, 3, 40, 56)
+    enhanced, regenerated, redacted = sa.forward_train(x)
+    assert enhanced.shape == (2, 6, 40, 56) and regenerated.shape == redacted.shape == x.shape
+    base_cost, sa_cost = model_cost(base, (64, 64)), model_cost(sa, (64, 64))
+    assert sa_cost["parameters"] > base_cost["parameters"] and sa_cost["flops"] > base_cost["flops"]
+    via_factory = create_model("dejavu_sa", 6, base={"name": "unet", "width": 8}, embed_dim=32, block_size=8)
+    assert model_cost(via_factory, (64, 64)) == sa_cost
+
+
+def test_ddep_noise_follows_the_formula():
+    task, g = Denoising(gamma=0.7), torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 64, 64)
+    out = task.prepare({"image": x}, g)
+    eps = out["noise"]
+    expected = math.sqrt(0.7) * (2 * x - 1) + math.sqrt(0.3) * eps
+    torch.testing.assert_close(out["image"] * 2 - 1, expected)
+    assert abs(eps.mean()) < 0.02 and abs(eps.std() - 1) < 0.02
+    assert task.loss(eps, out) == 0 and task.loss(torch.zeros_like(eps), out) > 0.9
+    again = task.prepare({"image": x}, torch.Generator().manual_seed(0))
+    assert torch.equal(again["image"], out["image"])
+    with pytest.raises(ValueError, match="gamma"):
+        Denoising(gamma=1.0)
+
+
+def test_masked_modelling_scores_masked_pixels_only():
+    task = MaskedModeling(block_size=8, ratio=0.75)
+    x = torch.rand(4, 3, 64, 64) * 0.9 + 0.05
+    out = task.prepare({"image": x}, torch.Generator().manual_seed(0))
+    removed = out["removed"]
+    assert abs(removed.float().mean() - 0.75) < 0.1
+    assert (out["image"][removed.expand_as(x)] == 0).all()
+    assert torch.equal(out["image"][~removed.expand_as(x)], x[~removed.expand_as(x)])
+    garbage_outside = torch.where(removed, x, torch.full_like(x, 7.0))
+    assert task.loss(garbage_outside, out) == 0
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.05, 0.1, 0.25, 1.0])
+def test_label_fractions_are_exact_and_reproducible(fraction):
+    subset = label_subset(512, fraction, seed=3)
+    assert len(subset) == max(1, round(fraction * 512)) == len(set(subset))
+    assert subset == label_subset(512, fraction, seed=3)
+    if fraction < 1:
+        assert subset != label_subset(512, fraction, seed=4)
+    dm = DenseDataModule(train_length=512, label_fraction=fraction, seed=3)
+    assert len(dm.train_dataset()) == len(subset)
+
+
+def test_label_fraction_is_checked():
+    with pytest.raises(ValueError, match="label_fraction"):
+        DenseDataModule(label_fraction=0)
+
+
+def test_pretrained_network_loads_all_but_the_new_head(tmp_path):
+    pre = create_model("unet", 3, width=8)
+    torch.save(pre.state_dict(), tmp_path / "pre.pt")
+    fine = create_model("unet", 6, width=8)
+    skipped = load_weights(fine, tmp_path / "pre.pt", strict=False)
+    assert skipped == ["head.bias", "head.weight"]
+    assert torch.equal(fine.down[0][0].weight, pre.down[0][0].weight)
+    with pytest.raises(ValueError, match="shares no parameter"):
+        torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
+        load_weights(fine, tmp_path / "other.pt", strict=False)
+
+
+def _fit(config: str, run_dir, *extra: str) -> dict:
+    import json
+
+    from dejavu.training.cli import DejaVuCLI
+
+    DejaVuCLI(args=["fit", "--config", f"configs/extensions/{config}", "--run_dir", str(run_dir),
+                    "--data.size", "[32, 32]", "--data.train_length", "16", "--data.val_length", "8",
+                    "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", *extra])
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("config", ["cl.yaml", "sa.yaml", "augment.yaml", "mae_pretrain.yaml"])
+def test_extension_configs_train(config, tmp_path):
+    metrics = _fit(config, tmp_path / "run")
+    assert metrics["steps"] == 2 and (tmp_path / "run" / "figure.png").is_file()
+
+
+def test_ts_config_trains_with_a_tiny_clip(tmp_path):
+    _fit("ts.yaml", tmp_path / "run", "--model.text_supervision",
+         "{model: dejavu-tiny-clip, random_init: true, class_names: [a, b, c, d, e, f]}")
+
+
+def test_ddep_pretrain_then_dejavu_finetune(tmp_path):
+    pre = _fit("ddep_pretrain.yaml", tmp_path / "pre")
+    assert "val/noise_mse" in pre["val"]
+    fine = _fit("ddep_dejavu_finetune.yaml", tmp_path / "fine", "--model.pretrained",
+                str(tmp_path / "pre" / "model.safetensors"), "--data.label_fraction", "0.25")
+    assert fine["steps"] == 1 and "val/mIoU" in fine["val"]  # 4 of 16 images: one batch
