@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,7 +123,8 @@ def _fit(config: str, run_dir, *extra: str) -> dict:
 
     from dejavu.training.cli import DejaVuCLI
 
-    DejaVuCLI(args=["fit", "--config", f"configs/extensions/{config}", "--run_dir", str(run_dir),
+    path = Path(__file__).parent.parent / "configs" / "extensions" / config
+    DejaVuCLI(args=["fit", "--config", str(path), "--run_dir", str(run_dir),
                     "--data.size", "[32, 32]", "--data.train_length", "16", "--data.val_length", "8",
                     "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", *extra])
     return json.loads((run_dir / "metrics.json").read_text())

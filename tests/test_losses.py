@@ -148,3 +148,41 @@ def test_bad_settings(kwargs, match):
 def test_state_is_copyable():
     loss_fn = DejaVuLoss(5, lpips_weights="random")
     assert copy.deepcopy(loss_fn).lpips is not None
+
+
+def test_reduced_resolution_regeneration():
+    loss_fn = DejaVuLoss(5, "checkerboard", "forward", lpips_weight=0, scale=0.5)
+    image, pred = torch.rand(2, 3, 64, 48), torch.randn(2, 5, 64, 48, requires_grad=True)
+    out = loss_fn(image, pred)
+    assert out.regenerated.shape == out.redacted.shape == (2, 3, 32, 24)
+    out.loss.backward()
+    assert pred.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="scale"):
+        DejaVuLoss(5, lpips_weight=0, scale=0)
+
+
+def test_lpips_on_the_last_step_only():
+    kw = dict(regenerator="recursive", regenerator_kwargs={"steps": 3}, lpips_weights="random", mse_weight=0.0)
+    torch.manual_seed(0)
+    every = DejaVuLoss(5, "checkerboard", lpips_steps="all", **kw)
+    torch.manual_seed(0)
+    last = DejaVuLoss(5, "checkerboard", lpips_steps="last", **kw)
+    image, pred = torch.rand(2, 3, 32, 32), torch.randn(2, 5, 32, 32)
+    out_every, out_last = every(image, pred), last(image, pred)
+    expected = every.lpips(out_last.steps[-1], every.to_unit_range(image)).mean()
+    torch.testing.assert_close(out_last.lpips, expected)
+    assert not torch.allclose(out_every.lpips, out_last.lpips)
+
+
+@pytest.mark.parametrize("redaction", ["random_blocks", "bandstop"])
+def test_torch_compile(redaction):
+    """Dynamo captures the loss and AOT autograd differentiates it; results match eager mode."""
+    torch.manual_seed(0)
+    loss_fn = DejaVuLoss(5, redaction, "recursive", regenerator_kwargs={"steps": 2}, lpips_weight=0)
+    compiled = torch.compile(loss_fn, backend="aot_eager")
+    image, pred = torch.rand(2, 3, 32, 32), torch.randn(2, 5, 32, 32, requires_grad=True)
+    eager = loss_fn(image, pred, generator=torch.Generator().manual_seed(1)).loss
+    out = compiled(image, pred, generator=torch.Generator().manual_seed(1)).loss
+    torch.testing.assert_close(out, eager)
+    (grad,) = torch.autograd.grad(out, pred)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0

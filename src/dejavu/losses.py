@@ -169,6 +169,12 @@ class DejaVuLoss(FrozenStateMixin):
         lpips_weights: local path to the backbone's torchvision weights; ``None`` looks in the torch
             hub cache; ``"random"`` uses a random backbone (tests and timing only).
         check_finite: raise on a prediction with NaN/Inf (one device sync per call).
+        scale: regenerate at this fraction of the image's resolution (the image is area-downsampled,
+            the prediction resized to match): ``scale=0.5`` cuts the CRM's cost about 4x. 1.0 (the
+            default) is the paper's method; other values change it (block sizes then count
+            downsampled pixels). See ``benchmarks/RESULTS.md`` for what it costs in accuracy.
+        lpips_steps: ``"all"`` applies LPIPS at every CRM-R step, as the paper applies the whole
+            loss; ``"last"`` only at the last step (cheaper; MSE stays at every step).
 
     ``forward(image, prediction, generator=None)``: ``image`` ``(B, 3, H, W)``, ``prediction``
     ``(B, C, h, w)``, resized (bilinear) to ``H, W`` when smaller or larger. With a recursive CRM the
@@ -203,6 +209,8 @@ class DejaVuLoss(FrozenStateMixin):
         lpips_net: str = "alex",
         lpips_weights: str | Path | None = None,
         check_finite: bool = True,
+        scale: float = 1.0,
+        lpips_steps: str = "all",
     ) -> None:
         super().__init__()
         if isinstance(pred_channels, bool) or not isinstance(pred_channels, int) or pred_channels < 1:
@@ -226,6 +234,11 @@ class DejaVuLoss(FrozenStateMixin):
         self.adapter = adapter
         self._set_normalisation(mean, std, value_range)
         self.check_finite = check_finite
+        if not 0 < scale <= 1:
+            raise ValueError(f"DejaVuLoss: scale must be in (0, 1], got {scale!r}")
+        if lpips_steps not in ("all", "last"):
+            raise ValueError(f"DejaVuLoss: lpips_steps must be 'all' or 'last', got {lpips_steps!r}")
+        self.scale_factor, self.lpips_steps = scale, lpips_steps
         self.lpips = LPIPS(lpips_net, lpips_weights) if self.lpips_weight > 0 else None
 
     def _set_normalisation(self, mean: Sequence[float] | None, std: Sequence[float] | None,
@@ -237,11 +250,11 @@ class DejaVuLoss(FrozenStateMixin):
         lo, hi = value_range
         if not hi > lo:
             raise ValueError(f"DejaVuLoss: value_range must be (lo, hi) with hi > lo, got {value_range!r}")
-        # image01 = (image * std + mean - lo) / (hi - lo) = image * scale + shift
+        # image01 = (image * std + mean - lo) / (hi - lo) = image * unit_scale + unit_shift
         m = torch.tensor(mean if mean is not None else [0.0] * 3)
         s = torch.tensor(std if std is not None else [1.0] * 3)
-        self.register_buffer("scale", (s / (hi - lo)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", ((m - lo) / (hi - lo)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("unit_scale", (s / (hi - lo)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("unit_shift", ((m - lo) / (hi - lo)).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
     def from_preset(cls, name: str, pred_channels: int, **overrides: Any) -> DejaVuLoss:
@@ -256,20 +269,26 @@ class DejaVuLoss(FrozenStateMixin):
 
     def to_unit_range(self, image: Tensor) -> Tensor:
         """Map the image from its own normalisation to ``[0, 1]``."""
-        return image * self.scale.to(image.dtype) + self.shift.to(image.dtype)
+        return image * self.unit_scale.to(image.dtype) + self.unit_shift.to(image.dtype)
 
     def from_unit_range(self, image01: Tensor) -> Tensor:
         """Inverse of :meth:`to_unit_range`: map a ``[0, 1]`` image (e.g. the regenerated one) to the
         network's input normalisation."""
-        return (image01 - self.shift.to(image01.dtype)) / self.scale.to(image01.dtype)
+        return (image01 - self.unit_shift.to(image01.dtype)) / self.unit_scale.to(image01.dtype)
+
+    def _size(self, image: Tensor) -> tuple[int, int]:
+        h, w = image.shape[-2:]
+        return (h, w) if self.scale_factor == 1 else (max(1, round(h * self.scale_factor)),
+                                                      max(1, round(w * self.scale_factor)))
 
     def condition(self, image: Tensor, prediction: Tensor) -> Tensor:
-        """The conditioning map: the prediction resized to the image and passed through the adapter."""
+        """The conditioning map: the prediction resized to the regeneration size and passed through the adapter."""
         _check_pair(image, prediction)
         if self.check_finite and not torch.isfinite(prediction).all():
             raise ValueError("DejaVuLoss: prediction contains NaN or Inf values")
-        if prediction.shape[-2:] != image.shape[-2:]:
-            prediction = F.interpolate(prediction, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        size = self._size(image)
+        if prediction.shape[-2:] != size:
+            prediction = F.interpolate(prediction, size=size, mode="bilinear", align_corners=False)
         cond = self.adapter(prediction)
         if cond.dim() != 4 or cond.shape[1] != self.pred_channels:
             raise ValueError(f"DejaVuLoss: conditioning map must have pred_channels={self.pred_channels} channels, "
@@ -279,14 +298,21 @@ class DejaVuLoss(FrozenStateMixin):
     def forward(self, image: Tensor, prediction: Tensor, generator: torch.Generator | None = None) -> DejaVuOutput:
         cond = self.condition(image, prediction)
         target = self.to_unit_range(image.detach())
+        if target.shape[-2:] != cond.shape[-2:]:
+            target = F.interpolate(target, size=cond.shape[-2:], mode="area")
         with torch.no_grad():
             redacted = self.redaction(target, generator=generator)
         steps = self.regenerator(redacted.to(cond.dtype), cond)
-        # every step is compared with the same target: stack them into one batch for one LPIPS call
+        # every step is compared with the same target: stack them into one batch for one call
         regen = torch.cat(steps, dim=0) if len(steps) > 1 else steps[0]
         tgt = target.repeat(len(steps), 1, 1, 1) if len(steps) > 1 else target
         mse = F.mse_loss(regen.float(), tgt.float())
-        lp = self.lpips(regen, tgt).mean() if self.lpips is not None else mse.new_zeros(())
+        if self.lpips is None:
+            lp = mse.new_zeros(())
+        elif self.lpips_steps == "last":
+            lp = self.lpips(steps[-1], target).mean()
+        else:
+            lp = self.lpips(regen, tgt).mean()
         loss = self.gamma * (self.mse_weight * mse + self.lpips_weight * lp)
         return DejaVuOutput(loss, redacted, steps[-1], steps, mse.detach(), lp.detach())
 

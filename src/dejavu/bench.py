@@ -1,0 +1,325 @@
+"""``dejavu bench``: what DejaVu costs, measured side by side (PAPER_NOTES section 3, "Cost").
+
+Sections (``--only`` picks some):
+
+- ``overhead``: seconds per training step and memory of a step with DejaVu against the same step
+  without, on the reference UNet (128x128, batch 8) and HRNet-W18 (256x512, batch 2). Steps of all
+  variants alternate, after warm-up; medians and ratios are reported. Memory is the peak allocated
+  on CUDA, and on a CPU the activations saved for backward (the part of a step's memory DejaVu adds).
+- ``redaction``: redaction throughput on 8x3x512x1024 float32 against scipy's DCT over the same
+  blocks, the ``torch-dct`` package and ``tensor.clone()`` (the memory-bandwidth floor).
+- ``data``: synthetic scene generation rate.
+- ``inference``: zero inference cost: a DejaVu run's exported model against the baseline
+  architecture (parameters, FLOPs, outputs). The command fails if they differ.
+
+Prints a table and writes ``bench.json`` (and ``bench.md``) to ``--out``. ``--quick`` is the small
+version CI runs (under 2 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from .losses import DejaVuLoss
+from .models import create_model, model_cost
+from .redaction import BandStop, Checkerboard, LowPass, RandomBlocks
+
+
+def machine() -> dict[str, Any]:
+    info = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------ overhead
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    "baseline": None,
+    "CRM-F 2 stages, random blocks": dict(redaction={"name": "random_blocks", "block_size": 32, "threshold": 0.4},
+                                          regenerator="forward", regenerator_kwargs={"stages": 2}),
+    "CRM-F 2 stages, band-stop": dict(redaction={"name": "bandstop", "block_size": 32},
+                                      regenerator="forward", regenerator_kwargs={"stages": 2}),
+    "CRM-R 20 steps, random blocks": dict(redaction={"name": "random_blocks", "block_size": 32, "threshold": 0.4},
+                                          regenerator="recursive", regenerator_kwargs={"steps": 20}),
+    "CRM-R 20 steps, band-stop": dict(redaction={"name": "bandstop", "block_size": 32},
+                                      regenerator="recursive", regenerator_kwargs={"steps": 20}),
+    # cheaper variants that change the method (options of DejaVuLoss); their accuracy is measured apart
+    "CRM-F 2 stages, random blocks, scale 0.5": dict(
+        redaction={"name": "random_blocks", "block_size": 16, "threshold": 0.4}, regenerator="forward",
+        regenerator_kwargs={"stages": 2}, scale=0.5),
+    "CRM-R 20 steps, band-stop, scale 0.5, LPIPS last": dict(
+        redaction={"name": "bandstop", "block_size": 16}, regenerator="recursive", regenerator_kwargs={"steps": 20},
+        scale=0.5, lpips_steps="last"),
+}
+
+
+class _Step:
+    """One training step (forward, loss, backward, SGD update) of a network with or without DejaVu."""
+
+    def __init__(self, net: torch.nn.Module, classes: int, spec: dict[str, Any] | None, device: torch.device,
+                 amp: bool, lpips: bool, channels_last: bool = True) -> None:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(memory_format=fmt)
+        self.loss = None if spec is None else DejaVuLoss(
+            classes, lpips_weight=0.3 if lpips else 0.0, lpips_weights="random", **spec).to(device, memory_format=fmt)
+        self.format = fmt
+        params = [*net.parameters(), *(self.loss.parameters() if self.loss is not None else [])]
+        self.opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+        self.device, self.amp = device, amp
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x = x.contiguous(memory_format=self.format)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            raw = self.net(x)
+            loss = F.cross_entropy(raw.float(), y)
+            if self.loss is not None:
+                loss = loss + self.loss(x, raw).loss
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def _saved_bytes(step: _Step, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes of the tensors autograd saves for backward during one step."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step(x, y)
+    return total
+
+
+def overhead(model: str, size: tuple[int, int], batch: int, device: torch.device, rounds: int, amp: bool,
+             lpips: bool, variants: dict[str, dict | None] = VARIANTS, **model_kwargs: Any) -> list[dict]:
+    classes = 19
+    torch.manual_seed(0)
+    x = torch.rand(batch, 3, *size, device=device)
+    y = torch.randint(0, classes, (batch, *size), device=device)
+    steps = {}
+    for name, spec in variants.items():
+        torch.manual_seed(0)
+        net = create_model(model, classes, **model_kwargs).to(device)
+        steps[name] = _Step(net, classes, spec, device, amp, lpips)
+    times: dict[str, list[float]] = {n: [] for n in steps}
+    for r in range(rounds + 2):  # two warm-up rounds
+        for name, step in steps.items():
+            _sync(device)
+            t = time.perf_counter()
+            step(x, y)
+            _sync(device)
+            if r >= 2:
+                times[name].append(time.perf_counter() - t)
+    rows = []
+    for name, step in steps.items():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step(x, y)
+        flops = counter.get_total_flops()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            step(x, y)
+            torch.cuda.synchronize()
+            memory, kind = torch.cuda.max_memory_allocated(), "peak allocated"
+        else:
+            memory, kind = _saved_bytes(step, x, y), "saved activations"
+        rows.append({"model": model, "size": list(size), "batch": batch, "variant": name, "amp": amp,
+                     "lpips": lpips, "s_per_step": statistics.median(times[name]), "memory_mb": memory / 2**20,
+                     "memory_kind": kind, "train_gflop": flops / 1e9})
+    base = rows[0]
+    for row in rows:
+        row["time_ratio"] = row["s_per_step"] / base["s_per_step"]
+        row["memory_ratio"] = row["memory_mb"] / base["memory_mb"]
+        row["flop_ratio"] = row["train_gflop"] / base["train_gflop"]
+    return rows
+
+
+# ----------------------------------------------------------------------------------- redaction
+def _time(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def _scipy_bandstop(x, b: int, keep):
+    import scipy.fft
+
+    n, c, h, w = x.shape
+    blocks = x.reshape(n, c, h // b, b, w // b, b)
+    coef = scipy.fft.dctn(blocks, axes=(3, 5), norm="ortho", workers=-1)
+    coef *= keep[:, None, :]
+    return scipy.fft.idctn(coef, axes=(3, 5), norm="ortho", workers=-1).reshape(n, c, h, w)
+
+
+def _torch_dct_bandstop(x: torch.Tensor, b: int, keep: torch.Tensor) -> torch.Tensor:
+    import torch_dct
+
+    n, c, h, w = x.shape
+    blocks = x.reshape(n, c, h // b, b, w // b, b).permute(0, 1, 2, 4, 3, 5)
+    coef = torch_dct.dct_2d(blocks, norm="ortho") * keep
+    return torch_dct.idct_2d(coef, norm="ortho").permute(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
+
+
+def redaction(shape: tuple[int, ...], device: torch.device, repeats: int) -> list[dict]:
+    from .dct import block_frequency
+
+    x = torch.rand(*shape, device=device)
+    b = 32
+    f = block_frequency(b, b, device)
+    keep = ((f < 0.25) | (f >= 0.5)).float()
+    gen = torch.Generator(device).manual_seed(0)
+    cases: dict[str, Callable[[], Any]] = {
+        "clone (bandwidth floor)": x.clone,
+        "BandStop b=32": lambda: BandStop(b)(x),
+        "LowPass b=32": lambda: LowPass(b, 0.25)(x),
+        "RandomBlocks b=32 t=0.4": lambda: RandomBlocks(b, 0.4)(x, generator=gen),
+        "Checkerboard b=32": lambda: Checkerboard(b)(x),
+    }
+    if device.type == "cpu":
+        xn, kn = x.numpy(), keep.numpy()
+        cases["scipy.fft.dctn band-stop b=32"] = lambda: _scipy_bandstop(xn, b, kn)
+    try:
+        import torch_dct  # noqa: F401
+
+        cases["torch-dct band-stop b=32"] = lambda: _torch_dct_bandstop(x, b, keep)
+    except ImportError:
+        pass
+    rows = [{"case": name, "s": _time(fn, device, repeats)} for name, fn in cases.items()]
+    floor = rows[0]["s"]
+    for row in rows:
+        row["x_clone"] = row["s"] / floor
+        row["GB_per_s"] = x.numel() * 4 / row["s"] / 1e9
+    return rows
+
+
+# ----------------------------------------------------------------------------- inference cost
+def inference_cost(size: tuple[int, int] = (64, 64)) -> dict[str, Any]:
+    """Train a tiny DejaVu run, export it, and compare the export with the baseline architecture."""
+    from .training.cli import fit_run, packaged_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        fit_run(packaged_config("synthetic/segmentation_dejavu.yaml"), run, "--trainer.max_epochs", "1",
+                "--data.train_length", "16", "--data.val_length", "8", "--trainer.enable_progress_bar", "false",
+                "--figure_images", "0")
+        spec = json.loads((run / "model.json").read_text())
+        exported = torch.load(run / "model.pt", weights_only=True)
+    import yaml
+
+    base_cfg = yaml.safe_load(packaged_config("synthetic/segmentation_baseline.yaml").read_text())["model"]
+    network = dict(base_cfg["network"])
+    baseline = create_model(network.pop("name"), base_cfg["task"]["num_classes"], **network).eval()
+    same_keys = list(exported) == list(baseline.state_dict())
+    if not same_keys:
+        extra = sorted(set(exported) - set(baseline.state_dict()))[:3]
+        exported_params = {"parameters": sum(v.numel() for v in exported.values())}
+        return {"ok": False, "same_parameter_names": False, "same_outputs": False, "extra_parameters": extra,
+                "baseline": model_cost(baseline, size), "exported": exported_params}
+    baseline.load_state_dict(exported)
+    net = dict(spec["network"])
+    rebuilt = create_model(net.pop("name"), spec["task"]["num_classes"], **net).eval()
+    rebuilt.load_state_dict(exported)
+    probe = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        same_out = torch.equal(baseline(probe), rebuilt(probe))
+    a, b = model_cost(baseline, size), model_cost(rebuilt, size)
+    ok = same_keys and same_out and a == b
+    return {"ok": ok, "same_parameter_names": same_keys, "same_outputs": same_out, "baseline": a, "exported": b}
+
+
+# ----------------------------------------------------------------------------------------- cli
+def _table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="dejavu bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, for CI (under 2 minutes on 2 cores)")
+    p.add_argument("--only", default="overhead,redaction,data,inference", help="comma-separated sections")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast in the overhead section")
+    p.add_argument("--no-lpips", dest="lpips", action="store_false", help="LPIPS off in the overhead section")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per variant")
+    p.add_argument("--out", default="bench_out")
+    a = p.parse_args(argv)
+    device, only = torch.device(a.device), set(a.only.split(","))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"machine": machine(), "device": str(device), "quick": a.quick}
+    md = [f"# dejavu bench\n\n`dejavu bench {' '.join(argv or [])}` on {json.dumps(result['machine'])}\n"]
+
+    if "overhead" in only:
+        rounds = a.rounds or (3 if a.quick else 10)
+        if a.quick:
+            quick = {k: VARIANTS[k] for k in ("baseline", "CRM-F 2 stages, random blocks", "CRM-R 20 steps, band-stop")}
+            rows = overhead("unet", (64, 64), 4, device, rounds, a.amp, a.lpips, quick)
+        else:
+            rows = overhead("unet", (128, 128), 8, device, rounds, a.amp, a.lpips)
+            rows += overhead("smp:FPN", (256, 512), 2, device, rounds, a.amp, a.lpips, encoder="tu-hrnet_w18")
+        result["overhead"] = rows
+        md.append("## Training overhead\n\n" + _table(rows, [
+            "model", "size", "batch", "variant", "s_per_step", "time_ratio", "train_gflop", "flop_ratio", "memory_mb",
+            "memory_ratio", "memory_kind"]))
+    if "redaction" in only:
+        shape = (2, 3, 128, 256) if a.quick else (8, 3, 512, 1024)
+        rows = redaction(shape, device, 3 if a.quick else 10)
+        result["redaction"] = {"shape": list(shape), "rows": rows}
+        md.append(f"## Redaction throughput, {shape}\n\n" + _table(rows, ["case", "s", "x_clone", "GB_per_s"]))
+    if "data" in only:
+        from .data import SyntheticScenes
+
+        n = 100 if a.quick else 500
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        ds = SyntheticScenes(n, size=(64, 64))
+        t = time.perf_counter()
+        for i in range(n):
+            ds[i]
+        rate = n / (time.perf_counter() - t)
+        torch.set_num_threads(threads)
+        result["data"] = {"scenes_per_s_64x64_one_core": rate}
+        md.append(f"## Data\n\nSynthetic scenes at 64x64 on one core: {rate:.0f} images/s")
+    if "inference" in only:
+        result["inference"] = inference_cost()
+        inf = result["inference"]
+        md.append("## Zero inference cost\n\n" + _table(
+            [{"model": k, **inf[k]} for k in ("baseline", "exported")], ["model", "parameters", "flops"])
+            + f"\n\nsame parameter names: {inf['same_parameter_names']}, same outputs: {inf['same_outputs']}")
+
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "bench.md").write_text("\n\n".join(md) + "\n")
+    print("\n\n".join(md))
+    if "inference" in only and not result["inference"]["ok"]:
+        raise SystemExit("dejavu bench: zero inference cost is BROKEN: the exported model differs from the baseline")
