@@ -71,6 +71,13 @@ def _floats(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
 
 
+def spread_batch(dataset, n: int) -> dict[str, Any]:
+    """``n`` items spread evenly over ``dataset`` (neighbouring video frames look alike), as one batch."""
+    count = min(n, len(dataset))
+    indices = torch.linspace(0, len(dataset) - 1, count).round().long().tolist()
+    return next(iter(DataLoader([dataset[i] for i in indices], batch_size=count)))
+
+
 class RunArtifacts(L.Callback):
     """At the end of ``fit``: ``metrics.json`` (final validation metrics), the exported inference model
     and ``figure.png``; at the end of ``test``: ``test_metrics.json``. Written by rank 0 only."""
@@ -82,9 +89,7 @@ class RunArtifacts(L.Callback):
         loader = trainer.datamodule.val_dataloader() if trainer.datamodule else None
         if loader is None or self.figure_images <= 0:
             return
-        ds = loader.dataset
-        items = [ds[i] for i in range(min(self.figure_images, len(ds)))]
-        batch = next(iter(DataLoader(items, batch_size=len(items))))
+        batch = spread_batch(loader.dataset, self.figure_images)
         module_figure(module, batch, self.run_dir / name)
 
     def on_fit_end(self, trainer: L.Trainer, module) -> None:

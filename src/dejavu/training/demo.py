@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from .callbacks import write_json
+from .callbacks import spread_batch, write_json
 from .cli import fit_run, packaged_config
 from .figures import dejavu_figure
 from .module import DejaVuModule
@@ -92,8 +91,7 @@ def _figure_batch(run_dir: Path, n: int = 4) -> dict[str, torch.Tensor]:
     from .datamodule import DenseDataModule
 
     dm = DenseDataModule(**{k: v for k, v in _data_config(run_dir).items()})
-    ds = dm.val_dataloader().dataset
-    return next(iter(DataLoader([ds[i] for i in range(min(n, len(ds)))], batch_size=n)))
+    return spread_batch(dm.val_dataloader().dataset, n)
 
 
 def _data_config(run_dir: Path) -> dict:
