@@ -25,6 +25,7 @@ def cyclic_consistency(net: Callable[[Tensor], Tensor], regenerated: Tensor, pre
     Gradients reach the network through both predictions and the CRM through ``regenerated``.
 
     Example:
+        >>> import torch
         >>> net = nn.Conv2d(3, 4, 1)
         >>> x = torch.rand(2, 3, 8, 8)
         >>> float(cyclic_consistency(net, x, net(x)))
