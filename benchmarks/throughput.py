@@ -41,7 +41,8 @@ def measure(config: str, steps: int, channels_last: bool, workers: int, threads:
     clock, warmup = Clock(5), 5
     profiler = L.pytorch.profilers.SimpleProfiler()
     trainer = L.Trainer(max_steps=steps + warmup, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, profiler=profiler, accelerator="cpu")
+                        enable_progress_bar=False, enable_model_summary=False, profiler=profiler, accelerator="cpu",
+                        callbacks=[clock])
     trainer.fit(model, data)
     seconds = clock.end - clock.start
     waits = profiler.recorded_durations.get("[_TrainingEpochLoop].train_dataloader_next", [])
