@@ -349,7 +349,7 @@ class Denoising(Task):
         metrics.update(self._resized(raw.detach().float(), tgt.shape[-2:]).flatten(), tgt.flatten())
 
 
-class MaskedModeling(Denoising):
+class MaskedModeling(Task):
     """Masked-image-modelling pretext task (MAE-style, supp. Table B.2's baseline): ``b x b`` patches
     are masked with probability ``ratio`` (filled with 0) and the network reconstructs the pixels;
     the MSE counts masked pixels only."""
@@ -363,6 +363,9 @@ class MaskedModeling(Denoising):
         x = batch["image"]
         removed = random_block_mask(x, self.block_size, self.ratio, generator)
         return {**batch, "image": x.masked_fill(removed, 0.0), "clean": x, "removed": removed}
+
+    def condition(self, raw: Tensor) -> Tensor:
+        return raw
 
     def loss(self, raw: Tensor, target: Mapping[str, Tensor]) -> Tensor:
         tgt, removed = self._target(target), target["removed"]

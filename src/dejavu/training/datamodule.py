@@ -88,7 +88,3 @@ class DenseDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._dataset(self.hparams.split), shuffle=False)
-
-    @property
-    def num_classes(self) -> int:
-        return SyntheticScenes.num_classes if self.hparams.dataset == "synthetic" else CamVid.num_classes
