@@ -1,3 +1,4 @@
+import copy
 import math
 from pathlib import Path
 
@@ -147,3 +148,57 @@ def test_ddep_pretrain_then_dejavu_finetune(tmp_path):
     fine = _fit("ddep_dejavu_finetune.yaml", tmp_path / "fine", "--model.pretrained",
                 str(tmp_path / "pre" / "model.safetensors"), "--data.label_fraction", "0.25")
     assert fine["steps"] == 1 and "val/mIoU" in fine["val"]  # 4 of 16 images: one batch
+
+
+def _norm_buffers(module: nn.Module) -> list[torch.Tensor]:
+    return [b.clone() for n, b in module.named_buffers() if "running" in n or "num_batches" in n]
+
+
+def test_cyclic_step_updates_batch_norm_statistics_once_from_real_images():
+    """DejaVu-CL's second pass (on the regenerated image) must not touch the running statistics."""
+    from dejavu.training import DejaVuModule
+
+    torch.manual_seed(0)
+    module = DejaVuModule({"name": "unet", "width": 8, "depth": 2}, {"name": "segmentation", "num_classes": 4},
+                          dejavu={"redaction": "checkerboard", "lpips_weight": 0}, cyclic_weight=0.1,
+                          channels_last=False)
+    assert _norm_buffers(module.net)
+    batch = {"image": torch.rand(2, 3, 32, 32), "semantic": torch.randint(0, 4, (2, 32, 32))}
+    reference = copy.deepcopy(module.net).train()
+    with torch.no_grad():
+        reference(batch["image"])  # one update, from the real images
+    module.train()
+    module.training_step(batch, 0)
+    for got, want in zip(_norm_buffers(module.net), _norm_buffers(reference), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_shared_attention_inference_runs_only_the_prediction_path():
+    torch.manual_seed(0)
+    sa = SharedAttention(create_model("unet", 6, width=8), 6, embed_dim=16, heads=2, patch=8, block_size=8).eval()
+    calls = []
+    sa.decode_image.register_forward_hook(lambda *_: calls.append("D_r"))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        enhanced = sa(x)
+        assert calls == []
+        torch.testing.assert_close(enhanced, sa.forward_train(x)[0])
+    assert calls == ["D_r"]
+    # model_cost no longer counts D_r: two 3x3 convolutions at full resolution
+    d_r = sum(2 * m.weight.numel() * 64 * 64 for m in sa.decode_image if isinstance(m, nn.Conv2d))
+    full = model_cost(sa, (64, 64))["flops"]
+    sa.forward = lambda image: sa.forward_train(image)[0]
+    assert model_cost(sa, (64, 64))["flops"] - full == d_r
+
+
+def test_shared_attention_trains_with_lpips_kept_out_of_checkpoints():
+    from dejavu.training import DejaVuModule
+
+    module = DejaVuModule({"name": "dejavu_sa", "base": {"name": "unet", "width": 8, "depth": 2}, "embed_dim": 16,
+                           "heads": 2, "block_size": 8}, {"name": "segmentation", "num_classes": 4},
+                          sa_lpips_weights="random", channels_last=False)
+    batch = {"image": torch.rand(2, 3, 32, 32), "semantic": torch.randint(0, 4, (2, 32, 32))}
+    with_lpips = module.training_step(batch, 0)
+    module.hparams.sa_lpips_weight = 0.0
+    assert with_lpips > module.training_step(batch, 0)  # the perceptual term is part of SA's loss
+    assert not any(k.startswith("sa_lpips") for k in module.state_dict())

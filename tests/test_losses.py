@@ -1,12 +1,15 @@
 import copy
+import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from dejavu import DejaVuLoss
 from dejavu.losses import LPIPS, PRESETS
+from dejavu.tasks import Depth, MultiTask, Normals, Segmentation
 
 
 def small_net(classes: int = 5) -> nn.Module:
@@ -24,7 +27,8 @@ def test_gradients_reach_prediction_not_image():
 
 
 def test_recursive_returns_every_step_and_averages_them():
-    loss_fn = DejaVuLoss(5, "checkerboard", "recursive", regenerator_kwargs={"steps": 4}, lpips_weight=0)
+    loss_fn = DejaVuLoss(5, "checkerboard", "recursive", regenerator_kwargs={"steps": 4}, lpips_weight=0,
+                         scale=1.0)
     image, pred = torch.rand(2, 3, 32, 32), torch.randn(2, 5, 32, 32)
     out = loss_fn(image, pred, generator=torch.Generator().manual_seed(0))
     assert len(out.steps) == 4 and out.regenerated is out.steps[-1]
@@ -33,9 +37,11 @@ def test_recursive_returns_every_step_and_averages_them():
 
 
 def test_low_resolution_prediction_is_resized():
-    loss_fn = DejaVuLoss(5, "random_pixels", "forward", lpips_weight=0)
+    loss_fn = DejaVuLoss(5, "random_pixels", "forward", lpips_weight=0, scale=1.0)
     out = loss_fn(torch.rand(2, 3, 64, 48), torch.randn(2, 5, 16, 12))
     assert out.regenerated.shape == (2, 3, 64, 48)
+    smaller = DejaVuLoss(5, "random_pixels", "forward", lpips_weight=0)  # default: a quarter of the image's side
+    assert smaller(torch.rand(2, 3, 64, 48), torch.randn(2, 5, 32, 24)).regenerated.shape == (2, 3, 16, 12)
 
 
 def test_normalised_image_is_mapped_back_to_unit_range():
@@ -80,13 +86,38 @@ def test_lpips_is_zero_for_identical_images_and_kept_out_of_checkpoints():
     assert not loss_fn.lpips.training
 
 
+def test_lpips_one_pass_equals_the_package():
+    """Both images through the backbone in one batch computes exactly lpips.LPIPS's distance."""
+    lp = LPIPS("alex", "random")
+    x, y = torch.rand(3, 3, 48, 40, requires_grad=True), torch.rand(3, 3, 48, 40)
+    ours = lp(x, y)
+    torch.testing.assert_close(ours, lp.model(x, y, normalize=True).flatten())
+    (gx,) = torch.autograd.grad(ours.sum(), x)
+    (gref,) = torch.autograd.grad(lp.model(x, y, normalize=True).sum(), x)
+    torch.testing.assert_close(gx, gref)
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets(name):
-    loss_fn = DejaVuLoss.from_preset(name, pred_channels=4, lpips_weights="random")
+    extra = {"adapter": "softmax"} if name == "nyud" else {}
+    loss_fn = DejaVuLoss.from_preset(name, pred_channels=4, lpips_weights="random", **extra)
     for key in ("gamma", "mse_weight", "lpips_weight"):
         assert getattr(loss_fn, key) == PRESETS[name][key]
     pred = torch.rand(1, 4, 64, 64) + 0.1
     assert torch.isfinite(loss_fn(torch.rand(1, 3, 64, 64), pred).loss)
+
+
+def test_nyud_preset_conditions_on_the_tasks_maps():
+    """The NYUD-v2 setting covers several tasks: it takes the task's condition, never raw outputs."""
+    with pytest.raises(ValueError, match=r"adapter=task\.condition"):
+        DejaVuLoss.from_preset("nyud", pred_channels=10, lpips_weight=0)
+    task = MultiTask([Segmentation(6), Depth(), Normals()])
+    loss_fn = DejaVuLoss.from_preset("nyud", task.channels, adapter=task.condition, lpips_weight=0, scale=1.0)
+    raw = torch.randn(2, task.channels, 16, 16) * 5
+    cond = loss_fn.condition(torch.rand(2, 3, 16, 16), raw)
+    torch.testing.assert_close(cond[:, :6].sum(1), torch.ones(2, 16, 16))  # probabilities
+    assert cond[:, 6].min() >= 0 and cond[:, 6].max() <= 1  # depth normalised per image
+    torch.testing.assert_close(cond[:, 7:].norm(dim=1), torch.ones(2, 16, 16))  # unit normals
 
 
 def test_zero_inference_cost():
@@ -162,7 +193,8 @@ def test_reduced_resolution_regeneration():
 
 
 def test_lpips_on_the_last_step_only():
-    kw = dict(regenerator="recursive", regenerator_kwargs={"steps": 3}, lpips_weights="random", mse_weight=0.0)
+    kw = dict(regenerator="recursive", regenerator_kwargs={"steps": 3}, lpips_weights="random", mse_weight=0.0,
+              scale=1.0)
     torch.manual_seed(0)
     every = DejaVuLoss(5, "checkerboard", lpips_steps="all", **kw)
     torch.manual_seed(0)
@@ -186,3 +218,47 @@ def test_torch_compile(redaction):
     torch.testing.assert_close(out, eager)
     (grad,) = torch.autograd.grad(out, pred)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_reliance_of_a_fresh_crm_is_near_zero_and_masks_are_shared():
+    loss_fn = DejaVuLoss(5, "random_blocks", "forward", lpips_weight=0)
+    image, pred = torch.rand(4, 3, 64, 64), torch.randn(4, 5, 64, 64)
+    r = loss_fn.reliance(image, pred, target_condition=torch.rand(4, 5, 16, 16),
+                         generator=torch.Generator().manual_seed(0))
+    assert set(r) == {"regen_mse", "regen_mse_blank", "regen_mse_gt", "reliance"}
+    assert abs(r["reliance"]) < 0.05  # a CRM that has learnt nothing regenerates alike from any condition
+    again = loss_fn.reliance(image, pred, generator=torch.Generator().manual_seed(0))
+    assert again["regen_mse"] == r["regen_mse"]  # reproducible from the generator
+    with pytest.raises(ValueError, match="target_condition"):
+        loss_fn.reliance(image, pred, target_condition=torch.rand(4, 3, 16, 16))
+
+
+def test_redaction_is_at_image_resolution_at_every_scale():
+    """Block sizes count image pixels: a 16-pixel checkerboard at scale 0.25 is a 4-pixel one."""
+    image = torch.rand(1, 3, 64, 64) + 0.1
+    for scale in (1.0, 0.5, 0.25):
+        loss_fn = DejaVuLoss(5, {"name": "checkerboard", "block_size": 16}, "forward", lpips_weight=0, scale=scale)
+        out = loss_fn(image, torch.randn(1, 5, 64, 64))
+        side = round(64 * scale)
+        assert out.redacted.shape[-2:] == (side, side)
+        removed = (out.redacted[0, 0] == 0).float()
+        assert removed.mean() == 0.5 and removed[: side // 4, : side // 4].std() == 0  # whole blocks
+
+
+def test_a_band_erased_by_downsampling_is_flagged():
+    """Band-stop of 8-pixel blocks removes periods of 3-7 pixels: at scale 0.25 (periods under 8 pixels
+    vanish) the CRM would see no redaction at all, so the loss warns; at 0.5 it does not."""
+    with pytest.warns(UserWarning, match=r"scale >= 0\.31"):
+        DejaVuLoss(5, {"name": "bandstop", "block_size": 8}, lpips_weight=0, scale=0.25)
+    image, erased = torch.rand(2, 3, 64, 64), {}
+    for scale in (0.25, 1.0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loss_fn = DejaVuLoss(5, {"name": "bandstop", "block_size": 8}, lpips_weight=0, scale=scale)
+        target, redacted, _ = loss_fn.regenerate(image, torch.rand(2, 5, *loss_fn._size(image)))
+        erased[scale] = F.mse_loss(redacted, target)
+    assert erased[0.25] < 0.05 * erased[1.0], erased  # what is left to regenerate at 0.25 is almost nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DejaVuLoss(5, {"name": "bandstop", "block_size": 8}, lpips_weight=0, scale=0.5)
+        DejaVuLoss(5, "random_blocks", lpips_weight=0)

@@ -1,5 +1,7 @@
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 
 def test_import_pulls_in_no_training_framework():
@@ -7,3 +9,17 @@ def test_import_pulls_in_no_training_framework():
             "('lightning', 'pytorch_lightning', 'torchvision', 'lpips', 'matplotlib', 'tensorboard')]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_wheel_ships_every_data_file(tmp_path):
+    """Configs and the tiny CLIP's config must be in the wheel, not only in an editable install."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("dejavu_dense-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    package = root / "src" / "dejavu"
+    data = [p.relative_to(package.parent).as_posix() for p in package.rglob("*")
+            if p.is_file() and p.suffix in (".yaml", ".json")]
+    assert "dejavu/clip_configs/dejavu-tiny-clip.json" in data
+    assert [p for p in data if p not in shipped] == []

@@ -2,8 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dejavu import ForwardCRM, RecursiveCRM
+from dejavu import DejaVuLoss, ForwardCRM, RecursiveCRM
+from dejavu.models import create_model
 from dejavu.redaction import RandomBlocks
+from dejavu.tasks import Segmentation
 
 
 def test_shapes_and_step_counts():
@@ -12,6 +14,49 @@ def test_shapes_and_step_counts():
         assert [y.shape for y in ForwardCRM(6, stages=1, width=8, conditioning=cond)(r, c)] == [(2, 3, 24, 20)]
         ys = RecursiveCRM(6, steps=5, width=8, conditioning=cond)(r, c)
         assert len(ys) == 5 and all(y.shape == (2, 3, 24, 20) for y in ys)
+
+
+@pytest.mark.parametrize("crm,kw", [("forward", {"stages": 2}), ("forward", {"stages": 4}),
+                                    ("recursive", {"steps": 1}), ("recursive", {"steps": 5}),
+                                    ("recursive", {"steps": 20})])
+@pytest.mark.parametrize("width", [8, 64])
+def test_a_fresh_crm_starts_sane(crm, kw, width):
+    """At initialisation the regeneration is no worse than the redacted input (within 5%), and the
+    gradient it sends into the prediction is non-zero and no larger than the task loss's."""
+    task = Segmentation(6)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = create_model("unet", 6, width=8, depth=2)
+        loss_fn = DejaVuLoss(6, "random_blocks", crm, regenerator_kwargs={**kw, "width": width}, lpips_weight=0,
+                             adapter=task.condition, scale=1.0)
+        image, labels = torch.rand(4, 3, 32, 32), torch.randint(0, 6, (4, 32, 32))
+        logits = net(image)
+        (g_task,) = torch.autograd.grad(task.loss(logits, labels), logits, retain_graph=True)
+        out = loss_fn(image, logits, generator=torch.Generator().manual_seed(seed))
+        (g_regen,) = torch.autograd.grad(out.loss, logits)
+        worst = max(F.mse_loss(step, image).item() for step in out.steps)
+        assert worst <= 1.05 * F.mse_loss(out.redacted, image).item()
+        assert 0 < g_regen.norm() <= g_task.norm()
+
+
+def test_recursive_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = RecursiveCRM(4, steps=5, width=8, checkpoint=False)
+    ckpt = RecursiveCRM(4, steps=5, width=8, checkpoint=True)
+    ckpt.load_state_dict(plain.state_dict())
+    r = torch.rand(2, 3, 16, 16)
+    grads = []
+    for crm in (plain, ckpt):
+        c = torch.rand(2, 4, 16, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        torch.stack(crm(r, c)).square().mean().backward()
+        grads.append((c.grad, crm.head.weight.grad))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_default_width_follows_the_condition():
+    assert ForwardCRM(6).head.in_channels == 12 and RecursiveCRM(11).head.in_channels == 11
+    assert ForwardCRM(100).head.in_channels == 64
 
 
 def test_stage_count_sets_depth():
@@ -68,6 +113,10 @@ def test_crm_uses_the_condition(crm):
         informed = F.mse_loss(crm(redacted, cond)[-1], image).item()
         shuffled = F.mse_loss(crm(redacted, cond.roll(1, dims=0))[-1], image).item()
     assert informed < 0.5 * shuffled, (informed, shuffled)
+    # the same, seen through DejaVuLoss.reliance: the trained CRM needs its condition
+    loss_fn = DejaVuLoss(4, redact, crm, adapter="identity", lpips_weight=0, scale=1.0)
+    r = loss_fn.reliance(image, cond, target_condition=cond, generator=g)
+    assert r["reliance"] > 0.5 and r["regen_mse_gt"] == r["regen_mse"] < r["regen_mse_blank"], r
 
 
 @pytest.mark.parametrize("call,match", [
@@ -75,6 +124,7 @@ def test_crm_uses_the_condition(crm):
     (lambda: ForwardCRM(3, stages=0), "stages"),
     (lambda: RecursiveCRM(3, steps=0), "steps"),
     (lambda: RecursiveCRM(3, conditioning="add"), "conditioning"),
+    (lambda: ForwardCRM(3, init_scale=-1), "init_scale"),
     (lambda: ForwardCRM(3)(torch.rand(1, 3, 8, 8), torch.rand(1, 4, 8, 8)), r"\(B, 3, H, W\)"),
     (lambda: ForwardCRM(3)(torch.rand(2, 3, 8, 8), torch.rand(1, 3, 8, 8)), "batch"),
 ])

@@ -54,6 +54,15 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["dejavu"] and metrics["steps"] == 4 and 0 <= metrics["val"]["val/mIoU"] <= 1
+    # the reliance measure: regeneration from the prediction, a blank and the ground truth's condition
+    val = metrics["val"]
+    assert all(val[f"val/regen_mse{k}"] > 0 for k in ("", "_blank", "_gt"))
+    assert val["val/reliance"] == pytest.approx(1 - val["val/regen_mse"] / val["val/regen_mse_blank"], rel=1e-5)
+    # six columns (input, truth, prediction, redacted, regenerated, regenerated from blank) by two rows
+    from PIL import Image
+
+    width, height = Image.open(run / "figure.png").size
+    assert width / height > 2.6
     # the inference model is the base network alone: no CRM, loadable safely, and it runs
     state = torch.load(run / "model.pt", weights_only=True)
     net = create_model("unet", 6, width=4, depth=2)

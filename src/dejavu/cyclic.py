@@ -4,12 +4,37 @@ it predicted on the real one: ``L_CL = MSE(c(h(I_G)), c(h(I)))`` with ``c`` the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CyclicConsistency", "cyclic_consistency"]
+__all__ = ["CyclicConsistency", "cyclic_consistency", "frozen_norm_statistics"]
+
+
+@contextmanager
+def frozen_norm_statistics(net: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """Run ``net`` without changing its normalisation layers' running statistics.
+
+    Batch norm in training mode still normalises with the batch's own statistics; its running
+    averages (and batch counter) are swapped for copies during the block and put back on exit, so
+    they keep describing real images alone. (Swapped, not restored in place: autograd keeps the
+    tensors the first pass used.)
+    """
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+             ] if isinstance(net, nn.Module) else []
+    originals = [{n: getattr(m, n) for n in names if getattr(m, n) is not None} for m in norms]
+    for m, buffers in zip(norms, originals, strict=True):
+        for n, b in buffers.items():
+            setattr(m, n, b.clone())
+    try:
+        yield
+    finally:
+        for m, buffers in zip(norms, originals, strict=True):
+            for n, b in buffers.items():
+                setattr(m, n, b)
 
 
 def cyclic_consistency(net: Callable[[Tensor], Tensor], regenerated: Tensor, prediction: Tensor,
@@ -22,7 +47,9 @@ def cyclic_consistency(net: Callable[[Tensor], Tensor], regenerated: Tensor, pre
         prediction: the network's raw output on the real image, ``(B, C, h, w)``.
         condition: maps raw outputs to comparable maps (e.g. a task's ``condition``).
 
-    Gradients reach the network through both predictions and the CRM through ``regenerated``.
+    Gradients reach the network through both predictions and the CRM through ``regenerated``. The
+    second pass leaves the network's batch-norm running statistics as they were
+    (:func:`frozen_norm_statistics`): a training step updates them once, from the real images.
 
     Example:
         >>> import torch
@@ -34,7 +61,8 @@ def cyclic_consistency(net: Callable[[Tensor], Tensor], regenerated: Tensor, pre
     if regenerated.dim() != 4 or prediction.dim() != 4:
         raise ValueError(f"cyclic_consistency: regenerated and prediction must be (B, C, H, W), got "
                          f"{tuple(regenerated.shape)} and {tuple(prediction.shape)}")
-    again = net(regenerated)
+    with frozen_norm_statistics(net):
+        again = net(regenerated)
     if again.shape != prediction.shape:
         raise ValueError(f"cyclic_consistency: the network's output on the regenerated image has shape "
                          f"{tuple(again.shape)}, on the image {tuple(prediction.shape)}")

@@ -8,6 +8,7 @@ Gradients reach the prediction through the CRM; the image is data and receives n
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from . import redaction as R
 from .frozen import FrozenStateMixin
 from .regeneration import build_crm
 
-__all__ = ["DejaVuLoss", "DejaVuOutput", "LPIPS", "ADAPTERS", "PRESETS"]
+__all__ = ["DejaVuLoss", "DejaVuOutput", "LPIPS", "ADAPTERS", "PRESETS", "blank_condition"]
 
 
 # ------------------------------------------------------------------------- conditioning maps
@@ -52,6 +53,8 @@ class LPIPS(nn.Module):
     backbone, meant for tests and timing only. The linear calibration layers ship with ``lpips``.
 
     ``forward(x, y)`` takes images in ``[0, 1]``, shape ``(B, 3, H, W)``, and returns ``(B,)``.
+    Images with a side under 32 pixels are upsampled (bilinear) to 32 first: the backbone's strides
+    need that much.
 
     Raises:
         FileNotFoundError: no weights file given or cached; the message says how to provide one
@@ -87,7 +90,18 @@ class LPIPS(nn.Module):
         return super().train(False)  # a fixed metric: never in training mode
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.model(x, y, normalize=True).flatten()
+        # lpips.LPIPS.forward, with both images in one pass through the backbone: half the calls,
+        # which is most of LPIPS's cost at the small sizes DejaVu regenerates at
+        m, n = self.model, x.shape[0]
+        short = min(x.shape[-2:])
+        if short < 32:  # AlexNet's strides and pools need a side of at least 31 pixels
+            x, y = (F.interpolate(t, scale_factor=32 / short, mode="bilinear", align_corners=False) for t in (x, y))
+        features = m.net(m.scaling_layer(torch.cat((x, y.to(x.dtype))) * 2 - 1))
+        distance = 0
+        for lin, f in zip(m.lins, features, strict=True):
+            f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)  # lpips.normalize_tensor
+            distance = distance + lin((f[:n] - f[n:]) ** 2).mean(dim=(2, 3))
+        return distance.flatten()
 
 
 _TV_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
@@ -134,13 +148,38 @@ PRESETS: dict[str, dict[str, Any]] = {
     "coco_panoptic": dict(redaction={"name": "checkerboard", "block_size": 8},
                           regenerator="forward", regenerator_kwargs={"stages": 2},
                           gamma=1.0, mse_weight=1.0, lpips_weight=0.1, adapter="softmax"),
-    "kitti_depth": dict(redaction={"name": "bandstop", "block_size": 32},
+    # spectral presets regenerate at half resolution: at a quarter the band-stop band would vanish
+    "kitti_depth": dict(redaction={"name": "bandstop", "block_size": 32}, scale=0.5,
                         regenerator="forward", regenerator_kwargs={"stages": 2},
                         gamma=1.0, mse_weight=0.3, lpips_weight=0.03, adapter="depth"),
-    "nyud": dict(redaction={"name": "bandstop", "block_size": 32},
+    "nyud": dict(redaction={"name": "bandstop", "block_size": 32}, scale=0.5,
                  regenerator="recursive", regenerator_kwargs={"steps": 20},
-                 gamma=1.0, mse_weight=1.0, lpips_weight=0.3, adapter="identity"),
+                 gamma=1.0, mse_weight=1.0, lpips_weight=0.3),  # no adapter: it depends on the task(s)
 }
+
+
+def smallest_scale(redaction: nn.Module) -> float | None:
+    """The smallest ``scale`` at which the coarsest structure a block low-pass or band-stop
+    redaction removes is still resolved after downsampling (``None`` for other redactions).
+
+    DCT coefficient ``u`` of a ``b``-pixel block has a period of ``2b / u`` pixels; the coarsest one
+    removed has ``u = lo * sqrt(2) * (b - 1)`` (PAPER_NOTES 1.1), and downsampling by ``1 / scale``
+    erases periods under ``2 / scale`` pixels.
+
+    Example:
+        >>> round(smallest_scale(R.BandStop(32, (0.25, 0.5))), 2)
+        0.34
+    """
+    if isinstance(redaction, R.BandStop):
+        lo = redaction.band[0]
+    elif isinstance(redaction, R.LowPass):
+        lo = redaction.cutoff
+    else:
+        return None
+    b = redaction.block_size
+    if b is None or b < 2 or lo <= 0:
+        return None
+    return lo * math.sqrt(2) * (b - 1) / b
 
 
 def _check_weight(value: Any, name: str) -> float:
@@ -169,12 +208,16 @@ class DejaVuLoss(FrozenStateMixin):
         lpips_weights: local path to the backbone's torchvision weights; ``None`` looks in the torch
             hub cache; ``"random"`` uses a random backbone (tests and timing only).
         check_finite: raise on a prediction with NaN/Inf (one device sync per call).
-        scale: regenerate at this fraction of the image's resolution (the image is area-downsampled,
-            the prediction resized to match): ``scale=0.5`` cuts the CRM's cost about 4x. 1.0 (the
-            default) is the paper's method; other values change it (block sizes then count
-            downsampled pixels). See ``benchmarks/RESULTS.md`` for what it costs in accuracy.
-        lpips_steps: ``"all"`` applies LPIPS at every CRM-R step, as the paper applies the whole
-            loss; ``"last"`` only at the last step (cheaper; MSE stays at every step).
+        scale: regenerate at this fraction of the image's resolution: the image is redacted at its
+            own resolution (block sizes count image pixels at every scale), then the target and the
+            redacted image are area-downsampled and the prediction resized to match. The default,
+            0.25, is the output stride of most segmentation heads (HRNet, OCR, SegFormer,
+            Mask2Former), whose predictions then enter the CRM at their own resolution, and costs
+            1/16 of a full-resolution CRM. 1.0 is the paper's method; ``benchmarks/RESULTS.md`` has
+            what each value costs in time and accuracy.
+        lpips_steps: ``"last"`` (default) applies LPIPS to CRM-R's last step only, MSE staying at
+            every step: 1 LPIPS pass instead of ``steps``; ``"all"`` at every step, as the paper
+            applies the whole loss.
 
     ``forward(image, prediction, generator=None)``: ``image`` ``(B, 3, H, W)``, ``prediction``
     ``(B, C, h, w)``, resized (bilinear) to ``H, W`` when smaller or larger. With a recursive CRM the
@@ -209,8 +252,8 @@ class DejaVuLoss(FrozenStateMixin):
         lpips_net: str = "alex",
         lpips_weights: str | Path | None = None,
         check_finite: bool = True,
-        scale: float = 1.0,
-        lpips_steps: str = "all",
+        scale: float = 0.25,
+        lpips_steps: str = "last",
     ) -> None:
         super().__init__()
         if isinstance(pred_channels, bool) or not isinstance(pred_channels, int) or pred_channels < 1:
@@ -239,6 +282,12 @@ class DejaVuLoss(FrozenStateMixin):
         if lpips_steps not in ("all", "last"):
             raise ValueError(f"DejaVuLoss: lpips_steps must be 'all' or 'last', got {lpips_steps!r}")
         self.scale_factor, self.lpips_steps = scale, lpips_steps
+        smallest = smallest_scale(self.redaction)
+        if smallest is not None and scale < smallest:
+            warnings.warn(f"DejaVuLoss: the {type(self.redaction).__name__} redaction removes structure finer than "
+                          f"the CRM can see at scale={scale}: averaging the image to that size erases the band "
+                          f"before regeneration, so the loss carries little. Use scale >= {smallest:.2f} "
+                          "(e.g. 0.5 or 1.0) or a larger block_size.", stacklevel=2)
         self.lpips = LPIPS(lpips_net, lpips_weights) if self.lpips_weight > 0 else None
 
     def _set_normalisation(self, mean: Sequence[float] | None, std: Sequence[float] | None,
@@ -260,11 +309,17 @@ class DejaVuLoss(FrozenStateMixin):
     def from_preset(cls, name: str, pred_channels: int, **overrides: Any) -> DejaVuLoss:
         """The paper's setting for ``cityscapes``, ``coco_panoptic``, ``kitti_depth`` or ``nyud``.
 
+        ``nyud`` (NYUD-v2, single- and multi-task) needs ``adapter=``: the task's ``condition``.
+
         Example:
             >>> loss_fn = DejaVuLoss.from_preset("cityscapes", pred_channels=19, lpips_weight=0)
         """
         if name not in PRESETS:
             raise ValueError(f"DejaVuLoss.from_preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        if "adapter" not in PRESETS[name] and "adapter" not in overrides:
+            raise ValueError(f"DejaVuLoss.from_preset: the {name!r} setting serves segmentation, depth, normals and "
+                             "multi-task networks, so it needs the map of your prediction: pass adapter=task.condition "
+                             "(e.g. dejavu.tasks.MultiTask([...]).condition) or an adapter name such as 'softmax'")
         return cls(pred_channels=pred_channels, **{**PRESETS[name], **overrides})
 
     def to_unit_range(self, image: Tensor) -> Tensor:
@@ -288,21 +343,35 @@ class DejaVuLoss(FrozenStateMixin):
             raise ValueError("DejaVuLoss: prediction contains NaN or Inf values")
         size = self._size(image)
         if prediction.shape[-2:] != size:
-            prediction = F.interpolate(prediction, size=size, mode="bilinear", align_corners=False)
+            # area when shrinking: averaging, where bilinear would sample a few pixels and alias
+            prediction = _resize(prediction, size)
         cond = self.adapter(prediction)
         if cond.dim() != 4 or cond.shape[1] != self.pred_channels:
             raise ValueError(f"DejaVuLoss: conditioning map must have pred_channels={self.pred_channels} channels, "
                              f"got shape {tuple(cond.shape)} from prediction of shape {tuple(prediction.shape)}")
         return cond
 
-    def forward(self, image: Tensor, prediction: Tensor, generator: torch.Generator | None = None) -> DejaVuOutput:
-        cond = self.condition(image, prediction)
+    def regenerate(self, image: Tensor, condition: Tensor, generator: torch.Generator | None = None
+                   ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Redact ``image`` and regenerate it from ``condition`` (a conditioning map at the
+        regeneration size, e.g. from :meth:`condition`): returns the target, the redacted image and
+        the CRM's steps, all in ``[0, 1]`` at the regeneration size.
+
+        Redaction happens at the image's own resolution, so block sizes and bands mean the same at
+        every ``scale``; the target and the redacted image are then area-downsampled.
+        """
         target = self.to_unit_range(image.detach())
-        if target.shape[-2:] != cond.shape[-2:]:
-            target = F.interpolate(target, size=cond.shape[-2:], mode="area")
         with torch.no_grad():
             redacted = self.redaction(target, generator=generator)
-        steps = self.regenerator(redacted.to(cond.dtype), cond)
+        size = condition.shape[-2:]
+        if target.shape[-2:] != size:
+            target, redacted = _resize(target, size), _resize(redacted, size)
+        # the CRM's small tensors run fastest in the default layout (batch norm and pooling on CPU
+        # take about twice as long in channels-last), whatever layout the network uses
+        return target, redacted, self.regenerator(redacted.to(condition.dtype), condition)
+
+    def forward(self, image: Tensor, prediction: Tensor, generator: torch.Generator | None = None) -> DejaVuOutput:
+        target, redacted, steps = self.regenerate(image, self.condition(image, prediction), generator)
         # every step is compared with the same target: stack them into one batch for one call
         regen = torch.cat(steps, dim=0) if len(steps) > 1 else steps[0]
         tgt = target.repeat(len(steps), 1, 1, 1) if len(steps) > 1 else target
@@ -315,6 +384,78 @@ class DejaVuLoss(FrozenStateMixin):
             lp = self.lpips(regen, tgt).mean()
         loss = self.gamma * (self.mse_weight * mse + self.lpips_weight * lp)
         return DejaVuOutput(loss, redacted, steps[-1], steps, mse.detach(), lp.detach())
+
+    @torch.no_grad()
+    def reliance(self, image: Tensor, prediction: Tensor, target_condition: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """How much the CRM needs the prediction: the last step's regeneration MSE from the
+        prediction's condition, from a blank one (:func:`blank_condition`), and (if given) from the
+        ground truth's.
+
+        Every variant sees the same redaction. ``reliance = 1 - regen_mse / regen_mse_blank``: 0
+        means the CRM regenerates as well without the prediction (the DejaVu loss then tells the
+        network nothing), and it rises towards 1 as the regeneration depends on the prediction;
+        below 0, the prediction misleads the CRM. To accumulate over a dataset, average each MSE
+        over the batches and form the ratio at the end.
+
+        Args:
+            image, prediction: as for ``forward``.
+            target_condition: the conditioning map of the ground truth, ``(B, N, H', W')`` (e.g.
+                :meth:`dejavu.tasks.Task.target_condition`), resized to the regeneration size.
+
+        Returns:
+            scalar tensors ``regen_mse``, ``regen_mse_blank``, ``reliance`` and, with
+            ``target_condition``, ``regen_mse_gt``.
+
+        Raises:
+            ValueError: ``target_condition`` of another batch size or channel count than the
+                prediction's condition.
+
+        Example:
+            >>> loss_fn = DejaVuLoss(5, "checkerboard", "forward", lpips_weight=0)
+            >>> sorted(loss_fn.reliance(torch.rand(2, 3, 32, 32), torch.randn(2, 5, 32, 32)))
+            ['regen_mse', 'regen_mse_blank', 'reliance']
+        """
+        cond = self.condition(image, prediction)
+        conditions = {"regen_mse": cond, "regen_mse_blank": blank_condition(cond)}
+        if target_condition is not None:
+            if target_condition.dim() != 4 or target_condition.shape[:2] != cond.shape[:2]:
+                raise ValueError(f"DejaVuLoss.reliance: target_condition must have shape {tuple(cond.shape[:2])} "
+                                 f"+ (H, W), got {tuple(target_condition.shape)}")
+            gt = target_condition.to(cond.dtype)
+            if gt.shape[-2:] != cond.shape[-2:]:
+                gt = F.interpolate(gt, size=cond.shape[-2:], mode="bilinear", align_corners=False)
+            conditions["regen_mse_gt"] = gt
+        seed = int(torch.randint(2**62, (), generator=generator, device=generator.device if generator else "cpu"))
+        out = {}
+        for name, c in conditions.items():
+            g = torch.Generator(image.device).manual_seed(seed)  # the same mask for every condition
+            target, _, steps = self.regenerate(image, c, g)
+            out[name] = F.mse_loss(steps[-1].float(), target.float())
+        out["reliance"] = 1 - out["regen_mse"] / out["regen_mse_blank"].clamp_min(1e-12)
+        return out
+
+
+def blank_condition(condition: Tensor) -> Tensor:
+    """An uninformative condition: ``condition`` averaged over the batch and all pixels, the same
+    value at every pixel. It keeps the condition's overall statistics (so the CRM's normalisation
+    sees familiar values) and carries no spatial information.
+
+    Example:
+        >>> blank_condition(torch.rand(2, 4, 8, 8)).std(dim=(0, 2, 3)).max() < 1e-6
+        tensor(True)
+    """
+    return condition.mean(dim=(0, 2, 3), keepdim=True).expand_as(condition)
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Average when shrinking (bilinear would sample a few pixels and alias), bilinear when growing."""
+    h, w = x.shape[-2:]
+    if h % size[0] == 0 and w % size[1] == 0 and h // size[0] == w // size[1]:
+        return F.avg_pool2d(x, h // size[0])  # the same numbers as mode="area", faster
+    if h >= size[0] and w >= size[1]:
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _check_pair(image: Tensor, prediction: Tensor) -> None:

@@ -29,8 +29,9 @@ class SharedAttention(nn.Module):
         patch: side of the square patches that become tokens.
         block_size, band: the band-stop redaction of the input (paper: ``b = 32``).
 
-    ``forward(image)`` returns the enhanced prediction; ``forward_train(image)`` returns
-    ``(enhanced, regenerated, redacted)``, images in the input's own units.
+    ``forward(image)`` returns the enhanced prediction and runs only what it needs (not ``D_r``), so
+    :func:`dejavu.models.model_cost` measures the true inference cost; ``forward_train(image)``
+    returns ``(enhanced, regenerated, redacted)``, images in the input's own units.
 
     Example:
         >>> sa = SharedAttention(nn.Conv2d(3, 5, 1), pred_channels=5, embed_dim=16, heads=2)
@@ -55,7 +56,8 @@ class SharedAttention(nn.Module):
         self.decode_pred = nn.Sequential(nn.Conv2d(embed_dim + pred_channels, embed_dim, 3, padding=1),
                                          nn.ReLU(inplace=True), nn.Conv2d(embed_dim, pred_channels, 3, padding=1))
 
-    def forward_train(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _shared(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The base prediction, the redacted image and the attended features at image resolution."""
         prediction = self.base(image)
         with torch.no_grad():
             redacted = self.redact(image)
@@ -69,9 +71,15 @@ class SharedAttention(nn.Module):
         kv = self.embed_image(red_p).flatten(2).transpose(1, 2)
         shared = self.norm(q + self.attention(q, kv, kv, need_weights=False)[0])
         up = self.unpatch(shared.transpose(1, 2).reshape(q.shape[0], -1, *grid))[..., :h, :w]
+        return prediction, redacted, up
+
+    def forward_train(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        prediction, redacted, up = self._shared(image)
         regenerated = redacted + self.decode_image(torch.cat([up, redacted], dim=1))
         enhanced = prediction + self.decode_pred(torch.cat([up, prediction], dim=1))
         return enhanced, regenerated, redacted
 
     def forward(self, image: Tensor) -> Tensor:
-        return self.forward_train(image)[0]
+        # inference runs only what makes the prediction: the reconstruction decoder D_r is for training
+        prediction, _, up = self._shared(image)
+        return prediction + self.decode_pred(torch.cat([up, prediction], dim=1))

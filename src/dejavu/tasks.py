@@ -61,6 +61,11 @@ class Task:
     def decode(self, raw: Tensor) -> Tensor:
         return raw
 
+    def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor | None:
+        """The condition a perfect prediction would give (what ``condition`` makes of the ground
+        truth), for DejaVu's reliance measure; ``None`` where the task has no such map."""
+        return None
+
     def prepare(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The batch the network trains on; pretext tasks (denoising, masking) corrupt the image here."""
         return dict(batch)
@@ -95,6 +100,13 @@ class Segmentation(Task):
 
     def condition(self, raw: Tensor) -> Tensor:
         return raw.softmax(dim=1)
+
+    def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        """One-hot labels; ignored pixels get the uniform distribution."""
+        tgt = self._target(target)
+        ignored = tgt == self.ignore_index
+        onehot = F.one_hot(tgt.masked_fill(ignored, 0).long(), self.num_classes).permute(0, 3, 1, 2).float()
+        return torch.where(ignored[:, None], torch.full_like(onehot, 1 / self.num_classes), onehot)
 
     def metrics(self) -> MetricCollection:
         kw = {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "validate_args": False}
@@ -176,6 +188,13 @@ class Depth(Task):
     def condition(self, raw: Tensor) -> Tensor:
         return _depth_map(self.decode(raw))
 
+    def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        """The ground-truth depth normalised like ``condition``; invalid pixels take the farthest valid depth."""
+        tgt = self._target(target).float()
+        valid = self._valid(tgt)
+        far = torch.where(valid, tgt, torch.zeros_like(tgt)).amax(dim=(1, 2, 3), keepdim=True)
+        return _depth_map(torch.where(valid, tgt, far))
+
     def metrics(self) -> MetricCollection:
         return MetricCollection({"depth": DepthMetrics()})
 
@@ -234,6 +253,9 @@ class Normals(Task):
     def condition(self, raw: Tensor) -> Tensor:
         return self.decode(raw)
 
+    def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        return self._target(target).float()
+
     def metrics(self) -> MetricCollection:
         return MetricCollection({"normals": AngleMetrics()})
 
@@ -281,6 +303,10 @@ class MultiTask(Task):
 
     def condition(self, raw: Tensor) -> Tensor:
         return torch.cat([t.condition(r) for t, r in zip(self.tasks, self.split(raw), strict=True)], dim=1)
+
+    def target_condition(self, target: Mapping[str, Tensor]) -> Tensor | None:
+        parts = [t.target_condition(self._target(target)) for t in self.tasks]
+        return None if any(p is None for p in parts) else torch.cat(parts, dim=1)
 
     def metrics(self) -> MetricCollection:
         return MetricCollection({t.name: _TaskMetrics(t) for t in self.tasks}, compute_groups=False)

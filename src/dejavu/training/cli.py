@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,19 @@ class DejaVuCLI(LightningCLI):
     """LightningCLI for :class:`DejaVuModule` and :class:`DenseDataModule`, with a run folder per run."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        # `args` is how every dejavu command passes its arguments, which LightningCLI warns about
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         super().__init__(
             DejaVuModule, DenseDataModule, save_config_callback=RunConfig, seed_everything_default=0,
             trainer_defaults={"precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
                               "max_epochs": 10, "log_every_n_steps": 10},
             args=args, run=run, auto_configure_optimizers=False,
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # no `predict`: DejaVuModule has no prediction path yet (batches are dicts of targets too)
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run_dir", type=str, default="runs/default",
@@ -95,10 +103,29 @@ class DejaVuCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
+USAGE = """usage: dejavu COMMAND [ARGS...]
+
+Regenerative learning (DejaVu, DDeP) for dense prediction.
+
+commands:
+  fit        train a network from a YAML config (--config FILE, --section.key value overrides)
+  validate   evaluate a checkpoint on the validation split (--ckpt_path FILE)
+  test       evaluate a checkpoint on a split, optionally under noise (--data.split, --model.test_noise)
+  demo       train a baseline and a DejaVu model on synthetic scenes and compare them (no download)
+  compare    train two configs over several seeds; paired differences with 95% intervals
+  bench      measure DejaVu's training cost, redaction speed, data rate and zero inference cost
+
+`dejavu COMMAND --help` gives the options of one command."""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dejavu`` console command."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "demo":
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        if not argv:
+            raise SystemExit(2)
+    elif argv[0] == "demo":
         from .demo import main as demo
 
         demo(argv[1:])

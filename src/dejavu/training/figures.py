@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..losses import blank_condition
 from ..tasks import Depth, MultiTask, Normals, Segmentation, Task
 
 
@@ -45,7 +46,7 @@ def colourise(task: Task, value: Tensor, is_target: bool) -> np.ndarray:
 
 def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[str, Tensor],
                   predictions: dict[str, Tensor], redacted: Tensor | None = None,
-                  regenerated: Tensor | None = None) -> Path:
+                  regenerated: Tensor | None = None, regenerated_blank: Tensor | None = None) -> Path:
     """Write a grid, one row per image: input, ground truth and prediction per task, redacted, regenerated.
 
     Args:
@@ -53,6 +54,8 @@ def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[st
         targets: the batch dict (ground truth under each task's ``key``).
         predictions: raw network outputs ``(B, C, H, W)`` by name (e.g. ``{"baseline": ..., "DejaVu": ...}``).
         redacted, regenerated: ``(B, 3, H, W)`` in ``[0, 1]`` from :class:`dejavu.DejaVuLoss`, if any.
+        regenerated_blank: the same regeneration from a blank condition
+            (:func:`dejavu.losses.blank_condition`): what the CRM makes without the prediction.
     """
     columns: list[tuple[str, list[np.ndarray]]] = [
         ("input", [im.permute(1, 2, 0).clamp(0, 1).numpy() for im in images])
@@ -62,7 +65,8 @@ def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[st
         for name, raw in predictions.items():
             part = _split(task, raw)[i]
             columns.append((f"{t.name}: {name}", [colourise(t, p, False) for p in part]))
-    for title, extra in (("redacted", redacted), ("regenerated", regenerated)):
+    for title, extra in (("redacted", redacted), ("regenerated", regenerated),
+                         ("regenerated from a blank condition", regenerated_blank)):
         if extra is not None:
             columns.append((title, [x.permute(1, 2, 0).float().clamp(0, 1).numpy() for x in extra]))
     rows, cols = len(images), len(columns)
@@ -91,11 +95,17 @@ def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_
     batch = module._fixed_prepare(batch, 0)
     raw, regenerated = module._predict(batch["image"])
     redacted = module.net.redact(batch["image"]) if regenerated is not None else None
-    if module.dejavu_loss is not None:
-        generator = torch.Generator(module.device).manual_seed(generator_seed)
-        out = module.dejavu_loss(batch["image"], raw, generator=generator)
-        redacted, regenerated = out.redacted, out.regenerated
+    blank = None
+    loss = module.dejavu_loss
+    if loss is not None:
+        cond = loss.condition(batch["image"], raw)
+        images = {}
+        for name, c in (("prediction", cond), ("blank", blank_condition(cond))):
+            generator = torch.Generator(module.device).manual_seed(generator_seed)  # one mask for both
+            images[name] = loss.regenerate(batch["image"], c, generator)
+        _, redacted, steps = images["prediction"]
+        regenerated, blank = steps[-1], images["blank"][2][-1]
     module.train(was_training)
     cpu = {k: v.float().cpu() if k == "image" else v.cpu() for k, v in batch.items()}
-    images = [None if x is None else x.float().cpu() for x in (redacted, regenerated)]
+    images = [None if x is None else x.float().cpu() for x in (redacted, regenerated, blank)]
     return dejavu_figure(path, cpu["image"], module.task, cpu, {"prediction": raw.float().cpu()}, *images)

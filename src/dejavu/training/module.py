@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
 
 from .. import redaction as R
 from ..cyclic import cyclic_consistency
-from ..losses import DejaVuLoss
+from ..frozen import FrozenStateMixin
+from ..losses import LPIPS, DejaVuLoss
 from ..models import create_model, load_weights
 from ..shared_attention import SharedAttention
 from ..tasks import MultiTask, Task, create_task
@@ -30,7 +32,10 @@ def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
         raise ValueError(f"{kind}: bad config key or value: {e}") from None
 
 
-class DejaVuModule(L.LightningModule):
+RELIANCE_KEYS = ("regen_mse", "regen_mse_blank", "regen_mse_gt")
+
+
+class DejaVuModule(FrozenStateMixin, L.LightningModule):
     """Trains ``network`` on ``task``, adding the DejaVu loss when ``dejavu`` is given.
 
     Args:
@@ -48,6 +53,8 @@ class DejaVuModule(L.LightningModule):
         text_supervision: DejaVu-TS: keyword arguments of :class:`dejavu.text.TextSupervision`
             (``model``, ``checkpoint``, ``class_names``, ``weight`` (paper: 0.3)); needs ``dejavu``.
         sa_weight: weight of the regeneration MSE of a DejaVu-SA network (``network.name: dejavu_sa``).
+        sa_lpips_weight, sa_lpips_weights: weight of its LPIPS term (paper: 0.3, as for DejaVu) and the
+            backbone weights file (see :class:`dejavu.losses.LPIPS`; ``0`` switches LPIPS off).
         augment: the supplementary's "redaction as augmentation" baseline: ``{"redaction": spec, "p": 0.5}``
             replaces a training batch by its redaction with probability ``p`` (no CRM, no extra loss).
         pretrained: a local weights file (e.g. a DDeP or MAE pretraining run's ``model.safetensors``)
@@ -58,6 +65,8 @@ class DejaVuModule(L.LightningModule):
     The CRM's parameters train with the network and are saved in checkpoints; the exported
     inference model (see :mod:`dejavu.training.callbacks`) is ``self.net`` alone.
     """
+
+    frozen_children = ("sa_lpips",)  # a fixed metric: kept out of checkpoints
 
     def __init__(
         self,
@@ -72,6 +81,8 @@ class DejaVuModule(L.LightningModule):
         cyclic_weight: float = 0.0,
         text_supervision: dict[str, Any] | None = None,
         sa_weight: float = 1.0,
+        sa_lpips_weight: float = 0.3,
+        sa_lpips_weights: str | None = None,
         augment: dict[str, Any] | None = None,
         pretrained: str | None = None,
         channels_last: bool = True,
@@ -87,6 +98,9 @@ class DejaVuModule(L.LightningModule):
             skipped = load_weights(self.net, pretrained, strict=False)
             rank_zero_info(f"model.pretrained: loaded {pretrained}; kept the initial values of {skipped or 'nothing'}")
         self.dejavu_loss = None if dejavu is None else _build_dejavu(dejavu, self.task)
+        self.sa_lpips = None
+        if isinstance(self.net, SharedAttention) and sa_lpips_weight > 0:
+            self.sa_lpips = LPIPS(weights=sa_lpips_weights)
         if (cyclic_weight > 0 or text_supervision) and self.dejavu_loss is None:
             raise ValueError("model.cyclic_weight and model.text_supervision extend DejaVu: set model.dejavu too")
         self.text_supervision = None
@@ -103,9 +117,12 @@ class DejaVuModule(L.LightningModule):
             if augment:
                 raise ValueError(f"model.augment: unknown keys {sorted(augment)} (expected redaction, p)")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.to(memory_format=self.memory_format)
+        self.net.to(memory_format=self.memory_format)  # the CRM's small tensors gain nothing from it
         self.val_metrics = self.task.metrics()
         self.test_metrics = self.task.metrics()
+        # DejaVu's reliance on the prediction (DejaVuLoss.reliance), averaged over the validation set
+        self.val_regen = MetricCollection(
+            {k: MeanMetric() for k in RELIANCE_KEYS}, compute_groups=False) if self.dejavu_loss else None
 
     def forward(self, image: Tensor) -> Tensor:
         return self.net(image)
@@ -130,19 +147,26 @@ class DejaVuModule(L.LightningModule):
         logs = {"train/task_loss": task_loss}
         if sa_regenerated is not None:
             sa_loss = self.hparams.sa_weight * F.mse_loss(sa_regenerated.float(), image.float())
-            loss = loss + sa_loss
             logs["train/sa_regen_mse"] = sa_loss
+            if self.sa_lpips is not None:
+                sa_lp = self.sa_lpips(sa_regenerated.float().clamp(0, 1), image.float()).mean()
+                sa_loss = sa_loss + self.hparams.sa_lpips_weight * sa_lp
+                logs["train/sa_regen_lpips"] = sa_lp
+            loss = loss + sa_loss
         if self.dejavu_loss is not None:
             out = self.dejavu_loss(image, raw)
             loss = loss + out.loss
             logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips})
+            # CL and TS look at the regenerated image at the input's size (it is smaller when scale < 1)
+            regenerated01 = out.regenerated if out.regenerated.shape[-2:] == image.shape[-2:] else F.interpolate(
+                out.regenerated, size=image.shape[-2:], mode="bilinear", align_corners=False)
             if self.hparams.cyclic_weight > 0:
-                regenerated = self.dejavu_loss.from_unit_range(out.regenerated)
+                regenerated = self.dejavu_loss.from_unit_range(regenerated01)
                 cl = self.hparams.cyclic_weight * cyclic_consistency(self.net, regenerated, raw, self.task.condition)
                 loss = loss + cl
                 logs["train/cyclic_loss"] = cl
             if self.text_supervision is not None:
-                ts = self.text_supervision(out.regenerated, self.dejavu_loss.to_unit_range(image))
+                ts = self.text_supervision(regenerated01, self.dejavu_loss.to_unit_range(image))
                 loss = loss + ts
                 logs["train/text_loss"] = ts
         logs["train/loss"] = loss
@@ -173,10 +197,22 @@ class DejaVuModule(L.LightningModule):
         raw = self._predict(batch["image"])[0]
         self.log("val/task_loss", self.task.loss(raw, batch), batch_size=batch["image"].shape[0], sync_dist=True)
         self.task.update_metrics(self.val_metrics, raw, batch)
+        if self.val_regen is not None:
+            generator = torch.Generator(raw.device).manual_seed(batch_idx)  # the same masks at every epoch
+            regen = self.dejavu_loss.reliance(batch["image"], raw, self.task.target_condition(batch), generator)
+            for key, value in regen.items():
+                if key in self.val_regen:
+                    self.val_regen[key].update(value, weight=batch["image"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict({f"val/{k}": v.float() for k, v in self.val_metrics.compute().items()})
+        metrics = {f"val/{k}": v.float() for k, v in self.val_metrics.compute().items()}
         self.val_metrics.reset()
+        if self.val_regen is not None:
+            regen = {k: m.compute().float() for k, m in self.val_regen.items() if m.update_called}
+            regen["reliance"] = 1 - regen["regen_mse"] / regen["regen_mse_blank"].clamp_min(1e-12)
+            metrics.update({f"val/{k}": v for k, v in regen.items()})
+            self.val_regen.reset()
+        self.log_dict(metrics)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         batch = self._fixed_prepare(batch, batch_idx)
