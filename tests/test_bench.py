@@ -33,3 +33,13 @@ def test_bench_fails_when_the_export_carries_the_crm(tmp_path, monkeypatch):
     monkeypatch.setattr(callbacks, "export_inference_model", leaky)
     with pytest.raises(SystemExit, match="BROKEN"):
         bench.main(["--quick", "--only", "inference", "--out", str(tmp_path)])
+
+
+def test_saved_activations_leave_out_parameters():
+    """Weights that autograd keeps for backward are resident anyway: only activations count."""
+    import torch
+
+    net = torch.nn.Conv2d(3, 19, 31, padding=15)  # 212 KiB of weights, a few KiB of activations
+    step = bench._Step(net, 19, None, torch.device("cpu"), amp=False, lpips=False, channels_last=False)
+    x, y = torch.rand(1, 3, 4, 4), torch.randint(0, 19, (1, 4, 4))
+    assert 0 < bench._saved_bytes(step, x, y) < net.weight.numel() * 4 / 10
