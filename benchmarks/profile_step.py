@@ -8,7 +8,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from dejavu.bench import VARIANTS, _Step
+from dejavu.cli.bench import VARIANTS, TrainStep
 from dejavu.models import create_model
 
 p = argparse.ArgumentParser()
@@ -20,7 +20,7 @@ p.add_argument("--rows", type=int, default=18)
 a = p.parse_args()
 torch.manual_seed(0)
 device = torch.device("cpu")
-step = _Step(create_model("unet", 19), 19, VARIANTS[a.variant], device, amp=False, lpips=a.lpips)
+step = TrainStep(create_model("unet", 19), 19, VARIANTS[a.variant], device, amp=False, lpips=a.lpips)
 x, y = torch.rand(a.batch, 3, a.size, a.size), torch.randint(0, 19, (a.batch, a.size, a.size))
 for _ in range(2):
     step(x, y)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dejavu import bench
+from dejavu.cli import bench
 from dejavu.training import callbacks
 
 
@@ -40,6 +40,6 @@ def test_saved_activations_leave_out_parameters():
     import torch
 
     net = torch.nn.Conv2d(3, 19, 31, padding=15)  # 212 KiB of weights, a few KiB of activations
-    step = bench._Step(net, 19, None, torch.device("cpu"), amp=False, lpips=False, channels_last=False)
+    step = bench.TrainStep(net, 19, None, torch.device("cpu"), amp=False, lpips=False, channels_last=False)
     x, y = torch.rand(1, 3, 4, 4), torch.randint(0, 19, (1, 4, 4))
-    assert 0 < bench._saved_bytes(step, x, y) < net.weight.numel() * 4 / 10
+    assert 0 < bench.saved_activation_bytes(step, x, y) < net.weight.numel() * 4 / 10

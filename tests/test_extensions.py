@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from dejavu.cyclic import CyclicConsistency, cyclic_consistency
+from dejavu.extensions.cyclic import CyclicConsistency, cyclic_consistency
+from dejavu.extensions.text import TINY_CLIP, TextSupervision
 from dejavu.models import create_model, load_weights, model_cost
-from dejavu.shared_attention import SharedAttention
+from dejavu.models.shared_attention import SharedAttention
 from dejavu.tasks import Denoising, MaskedModeling, Segmentation
-from dejavu.text import TINY_CLIP, TextSupervision
 from dejavu.training import DenseDataModule, label_subset
 
 
@@ -122,7 +122,7 @@ def test_pretrained_network_loads_all_but_the_new_head(tmp_path):
 def _fit(config: str, run_dir, *extra: str) -> dict:
     import json
 
-    from dejavu.training.cli import DejaVuCLI
+    from dejavu.training.lightning_cli import DejaVuCLI
 
     path = Path(__file__).parent.parent / "configs" / "extensions" / config
     DejaVuCLI(args=["fit", "--config", str(path), "--run_dir", str(run_dir),

@@ -9,11 +9,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from dejavu.cli.compare import main as compare
+from dejavu.cli.compare import paired_summary
+from dejavu.cli.demo import main as demo
 from dejavu.models import create_model
-from dejavu.training.cli import DejaVuCLI
-from dejavu.training.compare import main as compare
-from dejavu.training.compare import paired_summary
-from dejavu.training.demo import main as demo
+from dejavu.training.lightning_cli import DejaVuCLI
 
 TINY = {
     "seed_everything": 0,
@@ -156,7 +156,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", data__train_length=32)
     run, probe = tmp_path / "run", tmp_path / "probe"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    cmd = [sys.executable, "-m", "dejavu.training", "fit", "--config", str(cfg), "--run_dir", str(run),
+    cmd = [sys.executable, "-m", "dejavu", "fit", "--config", str(cfg), "--run_dir", str(run),
            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
            "--trainer.callbacks+=helpers.DDPProbe", f"--trainer.callbacks.out={probe}"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)

@@ -20,27 +20,62 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import redaction as R
-from .frozen import FrozenStateMixin
 from .regeneration import build_crm
 
-__all__ = ["DejaVuLoss", "DejaVuOutput", "LPIPS", "ADAPTERS", "PRESETS", "blank_condition"]
+__all__ = ["ADAPTERS", "LPIPS", "PRESETS", "DejaVuLoss", "DejaVuOutput", "FrozenStateMixin", "blank_condition",
+           "depth_map", "probabilities", "smallest_scale", "unit_vectors"]
 
 
 # ------------------------------------------------------------------------- conditioning maps
-def _depth_map(d: Tensor) -> Tensor:
+# The one source of the maps the CRM is conditioned on; each task's ``condition`` uses these.
+def probabilities(logits: Tensor) -> Tensor:
+    """Class probabilities (softmax over channels), for segmentation logits."""
+    return logits.softmax(dim=1)
+
+
+def depth_map(depth: Tensor) -> Tensor:
     """Depth normalised per image to [0, 1], so the CRM sees shape, not scale."""
-    lo = d.amin(dim=(1, 2, 3), keepdim=True)
-    hi = d.amax(dim=(1, 2, 3), keepdim=True)
-    return (d - lo) / (hi - lo).clamp_min(1e-6)
+    lo = depth.amin(dim=(1, 2, 3), keepdim=True)
+    hi = depth.amax(dim=(1, 2, 3), keepdim=True)
+    return (depth - lo) / (hi - lo).clamp_min(1e-6)
+
+
+def unit_vectors(x: Tensor) -> Tensor:
+    """Unit vectors along channels, for surface normals."""
+    return F.normalize(x, dim=1)
 
 
 ADAPTERS: dict[str, Callable[[Tensor], Tensor]] = {
-    "softmax": lambda x: x.softmax(dim=1),
+    "softmax": probabilities,
     "sigmoid": torch.sigmoid,
-    "depth": _depth_map,
-    "normals": lambda x: F.normalize(x, dim=1),
+    "depth": depth_map,
+    "normals": unit_vectors,
     "identity": lambda x: x,
 }
+
+
+# ----------------------------------------------------------------- frozen, supplied networks
+class FrozenStateMixin(nn.Module):
+    """Leaves the submodules named in ``frozen_children`` out of ``state_dict()`` and fills them back in
+    on ``load_state_dict()``, so checkpoints stay small and load strictly without them."""
+
+    frozen_children: tuple[str, ...] = ()
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        names = tuple(f"{prefix}{child}." for child in self.frozen_children)
+        for key in [k for k in state if k.startswith(names)]:
+            del state[key]
+        return state
+
+    def _load_from_state_dict(self, state_dict, prefix, *args: Any) -> None:
+        for child in self.frozen_children:
+            module = getattr(self, child, None)
+            if module is not None:
+                for k, v in module.state_dict(prefix=f"{prefix}{child}.").items():
+                    state_dict.setdefault(k, v)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 # ------------------------------------------------------------------------------------ LPIPS
@@ -262,7 +297,7 @@ class DejaVuLoss(FrozenStateMixin):
         self.gamma = _check_weight(gamma, "gamma")
         self.mse_weight = _check_weight(mse_weight, "mse_weight")
         self.lpips_weight = _check_weight(lpips_weight, "lpips_weight")
-        self.redaction = R._as_module(redaction)
+        self.redaction = R.as_redaction(redaction)
         if isinstance(regenerator, str):
             regenerator = build_crm(regenerator, pred_channels, **(regenerator_kwargs or {}))
         elif not isinstance(regenerator, nn.Module):

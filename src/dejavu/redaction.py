@@ -20,7 +20,7 @@ from .dct import block_frequency, dct2, idct2
 __all__ = [
     "random_pixels", "checkerboard", "random_blocks", "random_block_mask", "lowpass", "highpass", "bandstop",
     "RandomPixels", "Checkerboard", "RandomBlocks", "LowPass", "HighPass", "BandStop",
-    "Compose", "RandomChoice", "build", "REGISTRY",
+    "Compose", "RandomChoice", "build", "as_redaction", "REGISTRY",
 ]
 
 Fill = float | str
@@ -315,7 +315,7 @@ class Compose(Redaction):
         super().__init__()
         if not redactions:
             raise ValueError("Compose: redactions must not be empty")
-        self.redactions = nn.ModuleList(_as_module(r) for r in redactions)
+        self.redactions = nn.ModuleList(as_redaction(r) for r in redactions)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         for r in self.redactions:
@@ -332,7 +332,7 @@ class RandomChoice(Redaction):
             raise ValueError("RandomChoice: redactions must not be empty")
         if weights is not None and (len(weights) != len(redactions) or min(weights) < 0 or sum(weights) <= 0):
             raise ValueError(f"RandomChoice: weights must be {len(redactions)} non-negative numbers, got {weights!r}")
-        self.redactions = nn.ModuleList(_as_module(r) for r in redactions)
+        self.redactions = nn.ModuleList(as_redaction(r) for r in redactions)
         self.register_buffer("weights", torch.tensor(weights or [1.0] * len(redactions), dtype=torch.float64),
                              persistent=False)
 
@@ -381,7 +381,13 @@ def build(name: str, **kwargs: Any) -> nn.Module:
         raise ValueError(f"redaction.build: bad arguments for {name!r}: {e}") from None
 
 
-def _as_module(spec: nn.Module | dict | str) -> nn.Module:
+def as_redaction(spec: nn.Module | dict | str) -> nn.Module:
+    """A redaction from a module (returned as is), a registry name, or a spec ``{"name": ..., **kwargs}``.
+
+    Example:
+        >>> as_redaction({"name": "checkerboard", "block_size": 8}).block_size
+        8
+    """
     if isinstance(spec, nn.Module):
         return spec
     if isinstance(spec, str):

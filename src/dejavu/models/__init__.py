@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from .segnet_mtl import SegNetMTL
+from .shared_attention import SharedAttention
 from .unet import UNet
 
-__all__ = ["MODELS", "SegNetMTL", "UNet", "create_model", "load_weights", "model_cost", "register_model"]
+__all__ = ["MODELS", "SegNetMTL", "SharedAttention", "UNet", "create_model", "load_weights", "model_cost",
+           "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -43,8 +45,6 @@ def _segnet_mtl(out_channels: int | Sequence[int], **kwargs) -> nn.Module:
 @register_model("dejavu_sa")
 def _dejavu_sa(out_channels: int | Sequence[int], base: dict | None = None, **kwargs) -> nn.Module:
     """DejaVu-SA around a base network given as a spec, e.g. ``base={"name": "unet", "width": 16}``."""
-    from ..shared_attention import SharedAttention
-
     spec = dict(base or {"name": "unet"})
     return SharedAttention(create_model(spec.pop("name"), out_channels, **spec), _total(out_channels), **kwargs)
 

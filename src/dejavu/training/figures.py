@@ -92,8 +92,8 @@ def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_
     was_training = module.training
     module.eval()
     batch = {k: v.to(module.device) for k, v in batch.items() if isinstance(v, Tensor)}
-    batch = module._fixed_prepare(batch, 0)
-    raw, regenerated = module._predict(batch["image"])
+    batch = module.fixed_prepare(batch, 0)
+    raw, regenerated = module.predict(batch["image"])
     redacted = module.net.redact(batch["image"]) if regenerated is not None else None
     blank = None
     loss = module.dejavu_loss

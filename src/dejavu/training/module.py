@@ -12,13 +12,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from .. import redaction as R
-from ..cyclic import cyclic_consistency
-from ..frozen import FrozenStateMixin
-from ..losses import LPIPS, DejaVuLoss
+from ..extensions.cyclic import cyclic_consistency
+from ..extensions.text import TextSupervision
+from ..losses import LPIPS, DejaVuLoss, FrozenStateMixin
 from ..models import create_model, load_weights
-from ..shared_attention import SharedAttention
+from ..models.shared_attention import SharedAttention
 from ..tasks import MultiTask, Task, create_task
-from ..text import TextSupervision
 
 
 def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
@@ -113,7 +112,7 @@ class DejaVuModule(FrozenStateMixin, L.LightningModule):
         if augment:
             augment = dict(augment)
             self.augment_p = float(augment.pop("p", 0.5))
-            self.augmentation = R._as_module(augment.pop("redaction"))
+            self.augmentation = R.as_redaction(augment.pop("redaction"))
             if augment:
                 raise ValueError(f"model.augment: unknown keys {sorted(augment)} (expected redaction, p)")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -128,7 +127,7 @@ class DejaVuModule(FrozenStateMixin, L.LightningModule):
         return self.net(image)
 
     # ------------------------------------------------------------------------------ training
-    def _predict(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
+    def predict(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
         """The prediction, and the regeneration of a DejaVu-SA network (None for any other)."""
         image = image.contiguous(memory_format=self.memory_format)
         if isinstance(self.net, SharedAttention):
@@ -141,7 +140,7 @@ class DejaVuModule(FrozenStateMixin, L.LightningModule):
         image = batch["image"]
         if self.augmentation is not None and torch.rand(()) < self.augment_p:
             image = self.augmentation(image)
-        raw, sa_regenerated = self._predict(image)
+        raw, sa_regenerated = self.predict(image)
         task_loss = self.task.loss(raw, batch)
         loss = task_loss
         logs = {"train/task_loss": task_loss}
@@ -187,14 +186,14 @@ class DejaVuModule(FrozenStateMixin, L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---------------------------------------------------------------------------- evaluation
-    def _fixed_prepare(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def fixed_prepare(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Pretext corruption that is the same at every evaluation, so validation curves are comparable."""
         generator = torch.Generator(batch["image"].device).manual_seed(batch_idx)
         return self.task.prepare(batch, generator)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        batch = self._fixed_prepare(batch, batch_idx)
-        raw = self._predict(batch["image"])[0]
+        batch = self.fixed_prepare(batch, batch_idx)
+        raw = self.predict(batch["image"])[0]
         self.log("val/task_loss", self.task.loss(raw, batch), batch_size=batch["image"].shape[0], sync_dist=True)
         self.task.update_metrics(self.val_metrics, raw, batch)
         if self.val_regen is not None:
@@ -215,11 +214,11 @@ class DejaVuModule(FrozenStateMixin, L.LightningModule):
         self.log_dict(metrics)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        batch = self._fixed_prepare(batch, batch_idx)
+        batch = self.fixed_prepare(batch, batch_idx)
         image = batch["image"]
         if self.hparams.test_noise > 0:
             image = image + self.hparams.test_noise * torch.randn_like(image)
-        self.task.update_metrics(self.test_metrics, self._predict(image)[0], batch)
+        self.task.update_metrics(self.test_metrics, self.predict(image)[0], batch)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict({f"test/{k}": v.float() for k, v in self.test_metrics.compute().items()})

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .callbacks import spread_batch, write_json
-from .cli import fit_run, packaged_config
-from .figures import dejavu_figure
-from .module import DejaVuModule
+from ..training.callbacks import spread_batch, write_json
+from ..training.figures import dejavu_figure
+from ..training.lightning_cli import fit_run, packaged_config
+from ..training.module import DejaVuModule
 
 ARMS = {"baseline": "synthetic/segmentation_baseline.yaml", "DejaVu": "synthetic/segmentation_dejavu.yaml"}
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _figure_batch(run_dir: Path, n: int = 4) -> dict[str, torch.Tensor]:
-    from .datamodule import DenseDataModule
+    from ..training.datamodule import DenseDataModule
 
     dm = DenseDataModule(**{k: v for k, v in _data_config(run_dir).items()})
     return spread_batch(dm.val_dataloader().dataset, n)

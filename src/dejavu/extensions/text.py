@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .frozen import FrozenStateMixin
+from ..losses import FrozenStateMixin
 
 __all__ = ["TINY_CLIP", "TextSupervision"]
 

@@ -1,11 +1,10 @@
-"""The ``dejavu`` command: ``fit`` and ``test`` through LightningCLI (YAML configs, ``--section.key value``
-overrides), plus ``demo``, ``compare`` and ``bench``."""
+"""``dejavu fit``, ``validate`` and ``test`` through LightningCLI (YAML configs, ``--section.key value``
+overrides), with a run folder per run; :func:`fit_run` is the same from Python."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -101,44 +100,6 @@ class DejaVuCLI(LightningCLI):
         kwargs["plugins"] = [AtomicCheckpointIO()]
         kwargs["default_root_dir"] = str(run_dir)
         return super().instantiate_trainer(**kwargs)
-
-
-USAGE = """usage: dejavu COMMAND [ARGS...]
-
-Regenerative learning (DejaVu, DDeP) for dense prediction.
-
-commands:
-  fit        train a network from a YAML config (--config FILE, --section.key value overrides)
-  validate   evaluate a checkpoint on the validation split (--ckpt_path FILE)
-  test       evaluate a checkpoint on a split, optionally under noise (--data.split, --model.test_noise)
-  demo       train a baseline and a DejaVu model on synthetic scenes and compare them (no download)
-  compare    train two configs over several seeds; paired differences with 95% intervals
-  bench      measure DejaVu's training cost, redaction speed, data rate and zero inference cost
-
-`dejavu COMMAND --help` gives the options of one command."""
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``dejavu`` console command."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        if not argv:
-            raise SystemExit(2)
-    elif argv[0] == "demo":
-        from .demo import main as demo
-
-        demo(argv[1:])
-    elif argv and argv[0] == "compare":
-        from .compare import main as compare
-
-        compare(argv[1:])
-    elif argv and argv[0] == "bench":
-        from ..bench import main as bench
-
-        bench(argv[1:])
-    else:
-        DejaVuCLI(args=argv)
 
 
 def fit_run(config: str | Path, run_dir: str | Path, *overrides: str) -> dict[str, Any]:

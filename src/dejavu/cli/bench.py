@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .losses import DejaVuLoss
-from .models import create_model, model_cost
-from .redaction import BandStop, Checkerboard, LowPass, RandomBlocks
+from ..losses import DejaVuLoss
+from ..models import create_model, model_cost
+from ..redaction import BandStop, Checkerboard, LowPass, RandomBlocks
 
 
 def machine() -> dict[str, Any]:
@@ -78,7 +78,7 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-class _Step:
+class TrainStep:
     """One training step (forward, loss, backward, SGD update) of a network with or without DejaVu."""
 
     def __init__(self, net: torch.nn.Module, classes: int, spec: dict[str, Any] | None, device: torch.device,
@@ -107,7 +107,7 @@ class _Step:
         self.opt.step()
 
 
-def _saved_bytes(step: _Step, x: torch.Tensor, y: torch.Tensor) -> int:
+def saved_activation_bytes(step: TrainStep, x: torch.Tensor, y: torch.Tensor) -> int:
     """Bytes of the activations autograd saves for backward during one step. Parameters and buffers
     that autograd also saves (convolution weights, LPIPS's backbone) are not counted: they are in
     memory whether or not a step runs."""
@@ -136,7 +136,7 @@ def overhead(model: str, size: tuple[int, int], batch: int, device: torch.device
     for name, spec in variants.items():
         torch.manual_seed(0)
         net = create_model(model, classes, **model_kwargs).to(device)
-        steps[name] = _Step(net, classes, spec, device, amp, lpips)
+        steps[name] = TrainStep(net, classes, spec, device, amp, lpips)
     times: dict[str, list[float]] = {n: [] for n in steps}
     for r in range(rounds + 2):  # two warm-up rounds
         for name, step in steps.items():
@@ -158,7 +158,7 @@ def overhead(model: str, size: tuple[int, int], batch: int, device: torch.device
             torch.cuda.synchronize()
             memory, kind = torch.cuda.max_memory_allocated(), "peak allocated"
         else:
-            memory, kind = _saved_bytes(step, x, y), "saved activations"
+            memory, kind = saved_activation_bytes(step, x, y), "saved activations"
         rows.append({"model": model_kwargs.get("encoder", model), "size": list(size), "batch": batch, "variant": name,
                      "amp": amp, "lpips": lpips, "s_per_step": statistics.median(times[name]),
                      "memory_mb": memory / 2**20, "memory_kind": kind, "train_gflop": flops / 1e9})
@@ -203,7 +203,7 @@ def _torch_dct_bandstop(x: torch.Tensor, b: int, keep: torch.Tensor) -> torch.Te
 
 
 def redaction(shape: tuple[int, ...], device: torch.device, repeats: int) -> list[dict]:
-    from .dct import block_frequency
+    from ..dct import block_frequency
 
     x = torch.rand(*shape, device=device)
     b = 32
@@ -237,7 +237,7 @@ def redaction(shape: tuple[int, ...], device: torch.device, repeats: int) -> lis
 # ----------------------------------------------------------------------------- inference cost
 def inference_cost(size: tuple[int, int] = (64, 64)) -> dict[str, Any]:
     """Train a tiny DejaVu run, export it, and compare the export with the baseline architecture."""
-    from .training.cli import fit_run, packaged_config
+    from ..training.lightning_cli import fit_run, packaged_config
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         result["redaction"] = {"shape": list(shape), "rows": rows}
         md.append(f"## Redaction throughput, {shape}\n\n" + _table(rows, ["case", "s", "x_clone", "GB_per_s"]))
     if "data" in only:
-        from .data import SyntheticScenes
+        from ..data import SyntheticScenes
 
         n = 100 if a.quick else 500
         threads = torch.get_num_threads()

@@ -19,8 +19,8 @@ from pathlib import Path
 from scipy import stats
 from tqdm import tqdm
 
-from .callbacks import write_json
-from .cli import fit_run
+from ..training.callbacks import write_json
+from ..training.lightning_cli import fit_run
 
 
 def paired_summary(a: list[float], b: list[float]) -> dict[str, float | None]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .redaction import BandStop
+from ..redaction import BandStop
 
 __all__ = ["SharedAttention"]
 

@@ -1,0 +1,5 @@
+"""``python -m dejavu`` is the ``dejavu`` command."""
+
+from .cli import main
+
+main()

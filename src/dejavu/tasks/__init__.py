@@ -1,0 +1,26 @@
+"""Dense prediction tasks: what the network outputs, its loss, its metrics, and DejaVu's condition.
+
+A task turns the network's raw output ``(B, channels, h, w)`` into everything else:
+
+- ``loss(raw, target)``: the task loss (segmentation cross-entropy with ignore index; depth L1 or
+  scale-invariant log; normals cosine);
+- ``decode(raw)``: the natural prediction (logits, metric depth, unit normals);
+- ``condition(raw)``: the map the CRM is conditioned on (PAPER_NOTES section 1.2), so
+  ``DejaVuLoss(task.channels, adapter=task.condition)`` works for any task or combination;
+- ``metrics()``: a torchmetrics ``MetricCollection`` that accumulates over a dataset (and syncs under
+  DDP); ``compute_metrics(raw, target)`` is the one-batch shortcut.
+
+``target`` is the ground-truth tensor or the batch dict (the task reads its own ``key``). A raw
+output smaller than the target is resized to it (bilinear).
+"""
+
+from __future__ import annotations
+
+from .base import Task
+from .dense import Depth, MultiTask, Normals, Segmentation
+from .metrics import AngleMetrics, DepthMetrics
+from .pretext import Denoising, MaskedModeling
+from .registry import TASKS, create_task, register_task
+
+__all__ = ["TASKS", "AngleMetrics", "Denoising", "Depth", "DepthMetrics", "MaskedModeling", "MultiTask", "Normals",
+           "Segmentation", "Task", "create_task", "register_task"]

@@ -1,0 +1,62 @@
+"""The task protocol: what a dense prediction task gives the training loop and DejaVu."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MetricCollection
+
+__all__ = ["Task"]
+
+
+class Task:
+    """Base class. Subclasses set ``name``, ``key`` (the batch entry), ``channels`` and ``monitor``
+    (the metric that says which model is best, and ``"max"`` or ``"min"``)."""
+
+    name: str
+    key: str
+    channels: int
+    monitor: tuple[str, str]
+
+    def _target(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        if isinstance(target, Mapping):
+            if self.key not in target:
+                raise KeyError(f"{type(self).__name__}: batch has no {self.key!r} entry (has {sorted(target)})")
+            return target[self.key]
+        return target
+
+    def _check_raw(self, raw: Tensor) -> None:
+        if raw.dim() != 4 or raw.shape[1] != self.channels:
+            raise ValueError(f"{type(self).__name__}: prediction must have shape (B, {self.channels}, H, W), "
+                             f"got {tuple(raw.shape)}")
+
+    def _resized(self, raw: Tensor, size: torch.Size) -> Tensor:
+        self._check_raw(raw)
+        if raw.shape[-2:] != size:
+            raw = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
+        return raw
+
+    def decode(self, raw: Tensor) -> Tensor:
+        return raw
+
+    def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor | None:
+        """The condition a perfect prediction would give (what ``condition`` makes of the ground
+        truth), for DejaVu's reliance measure; ``None`` where the task has no such map."""
+        return None
+
+    def prepare(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The batch the network trains on; pretext tasks (denoising, masking) corrupt the image here."""
+        return dict(batch)
+
+    def compute_metrics(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> dict[str, float]:
+        """Metrics of one batch, as floats."""
+        metrics = self.metrics().to(raw.device)
+        self.update_metrics(metrics, raw, target)
+        return {k: float(v) for k, v in metrics.compute().items()}
+
+    def update_metrics(self, metrics: MetricCollection, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> None:
+        tgt = self._target(target)
+        metrics.update(self.decode(self._resized(raw.detach().float(), tgt.shape[-2:])), tgt)

@@ -1,0 +1,209 @@
+"""The dense tasks: semantic segmentation, depth, surface normals, and several at once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from ..losses import depth_map, probabilities, unit_vectors
+from .base import Task
+from .metrics import AngleMetrics, DepthMetrics
+from .registry import register_task
+
+__all__ = ["Depth", "MultiTask", "Normals", "Segmentation"]
+
+
+@register_task("segmentation")
+class Segmentation(Task):
+    """Semantic segmentation: ``channels = num_classes`` logits; pixels equal to ``ignore_index`` are
+    left out of the loss and the metrics. Metrics: ``mIoU`` (mean over classes present in prediction
+    or target) and ``pixel_acc``, from torchmetrics. Condition: softmax probabilities.
+    """
+
+    name, key, monitor = "semantic", "semantic", ("mIoU", "max")
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        if num_classes < 2:
+            raise ValueError(f"Segmentation: num_classes must be >= 2, got {num_classes}")
+        self.channels, self.num_classes, self.ignore_index = num_classes, num_classes, ignore_index
+
+    def loss(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        tgt = self._target(target)
+        return F.cross_entropy(self._resized(raw, tgt.shape[-2:]), tgt, ignore_index=self.ignore_index)
+
+    def condition(self, raw: Tensor) -> Tensor:
+        return probabilities(raw)
+
+    def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        """One-hot labels; ignored pixels get the uniform distribution."""
+        tgt = self._target(target)
+        ignored = tgt == self.ignore_index
+        onehot = F.one_hot(tgt.masked_fill(ignored, 0).long(), self.num_classes).permute(0, 3, 1, 2).float()
+        return torch.where(ignored[:, None], torch.full_like(onehot, 1 / self.num_classes), onehot)
+
+    def metrics(self) -> MetricCollection:
+        kw = {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "validate_args": False}
+        return MetricCollection({"mIoU": MulticlassJaccardIndex(average="macro", **kw),
+                                 "pixel_acc": MulticlassAccuracy(average="micro", **kw)})
+
+
+@register_task("depth")
+class Depth(Task):
+    """Monocular depth: one channel holding log-depth; ``decode`` gives metres (``exp``).
+
+    Args:
+        loss: ``"l1"`` (on metres) or ``"silog"`` (scale-invariant log error, Eigen et al., with
+            ``lambda=0.85``).
+        max_depth: targets above it are left out (``None``: keep all). Targets ``<= 0`` are always left out.
+
+    Condition: depth normalised per image to ``[0, 1]``, so the CRM sees shape rather than scale.
+    """
+
+    name, key, channels, monitor = "depth", "depth", 1, ("abs_rel", "min")
+
+    def __init__(self, loss: str = "l1", max_depth: float | None = None) -> None:
+        if loss not in ("l1", "silog"):
+            raise ValueError(f"Depth: loss must be 'l1' or 'silog', got {loss!r}")
+        self.loss_kind, self.max_depth = loss, max_depth
+
+    def decode(self, raw: Tensor) -> Tensor:
+        return raw.clamp(-10, 10).exp()
+
+    def _valid(self, t: Tensor) -> Tensor:
+        valid = (t > 0) & torch.isfinite(t)
+        return valid & (t <= self.max_depth) if self.max_depth is not None else valid
+
+    def loss(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        tgt = self._target(target)
+        raw = self._resized(raw, tgt.shape[-2:])
+        valid = self._valid(tgt)
+        if self.loss_kind == "l1":
+            return (self.decode(raw) - tgt)[valid].abs().mean()
+        g = raw.clamp(-10, 10)[valid] - tgt[valid].log()
+        return torch.sqrt((g**2).mean() - 0.85 * g.mean() ** 2 + 1e-8)
+
+    def condition(self, raw: Tensor) -> Tensor:
+        return depth_map(self.decode(raw))
+
+    def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        """The ground-truth depth normalised like ``condition``; invalid pixels take the farthest valid depth."""
+        tgt = self._target(target).float()
+        valid = self._valid(tgt)
+        far = torch.where(valid, tgt, torch.zeros_like(tgt)).amax(dim=(1, 2, 3), keepdim=True)
+        return depth_map(torch.where(valid, tgt, far))
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"depth": DepthMetrics()})
+
+    def update_metrics(self, metrics: MetricCollection, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> None:
+        tgt = self._target(target)
+        pred = self.decode(self._resized(raw.detach().float(), tgt.shape[-2:]))
+        metrics.update(pred, torch.where(self._valid(tgt), tgt, torch.zeros_like(tgt)))
+
+
+@register_task("normals")
+class Normals(Task):
+    """Surface normals: three channels, ``decode`` makes unit vectors; loss ``1 - cos`` over valid pixels
+    (target of non-zero length). Condition: the unit normals."""
+
+    name, key, channels, monitor = "normals", "normals", 3, ("mean_angle", "min")
+
+    def decode(self, raw: Tensor) -> Tensor:
+        return unit_vectors(raw)
+
+    def loss(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        tgt = self._target(target)
+        cos = (self.decode(self._resized(raw, tgt.shape[-2:])) * tgt).sum(1)
+        valid = tgt.norm(dim=1) > 0.5
+        return (1 - cos[valid]).mean()
+
+    def condition(self, raw: Tensor) -> Tensor:
+        return self.decode(raw)
+
+    def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        return self._target(target).float()
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"normals": AngleMetrics()})
+
+
+class MultiTask(Task):
+    """Several tasks predicted by one network as one tensor: the tasks' channels, concatenated in order.
+
+    The loss is the weighted sum of the task losses; metrics are prefixed with the task name
+    (``semantic/mIoU``, ``depth/abs_rel``...); the condition concatenates every task's condition, as
+    the paper does for multi-task learning.
+
+    Example:
+        >>> mt = MultiTask([Segmentation(6), Depth(), Normals()])
+        >>> mt.channels
+        10
+    """
+
+    name, key = "multitask", ""
+
+    def __init__(self, tasks: list[Task], weights: list[float] | None = None) -> None:
+        if not tasks:
+            raise ValueError("MultiTask: tasks must not be empty")
+        if weights is not None and len(weights) != len(tasks):
+            raise ValueError(f"MultiTask: need one weight per task ({len(tasks)}), got {weights!r}")
+        self.tasks, self.weights = list(tasks), list(weights or [1.0] * len(tasks))
+        self.channels = sum(t.channels for t in self.tasks)
+        first = self.tasks[0]
+        self.monitor = (f"{first.name}/{first.monitor[0]}", first.monitor[1])
+
+    def split(self, raw: Tensor) -> list[Tensor]:
+        self._check_raw(raw)
+        return list(raw.split([t.channels for t in self.tasks], dim=1))
+
+    def _target(self, target):
+        if not isinstance(target, Mapping):
+            raise TypeError("MultiTask: target must be the batch dict holding every task's entry")
+        return target
+
+    def loss(self, raw: Tensor, target: Mapping[str, Tensor]) -> Tensor:
+        target = self._target(target)
+        return sum(w * t.loss(r, target) for t, w, r in zip(self.tasks, self.weights, self.split(raw), strict=True))
+
+    def decode(self, raw: Tensor) -> dict[str, Tensor]:
+        return {t.name: t.decode(r) for t, r in zip(self.tasks, self.split(raw), strict=True)}
+
+    def condition(self, raw: Tensor) -> Tensor:
+        return torch.cat([t.condition(r) for t, r in zip(self.tasks, self.split(raw), strict=True)], dim=1)
+
+    def target_condition(self, target: Mapping[str, Tensor]) -> Tensor | None:
+        parts = [t.target_condition(self._target(target)) for t in self.tasks]
+        return None if any(p is None for p in parts) else torch.cat(parts, dim=1)
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({t.name: _TaskMetrics(t) for t in self.tasks}, compute_groups=False)
+
+    def update_metrics(self, metrics: MetricCollection, raw: Tensor, target: Mapping[str, Tensor]) -> None:
+        target = self._target(target)
+        for t, r in zip(self.tasks, self.split(raw), strict=True):
+            metrics[t.name].update(r, target)
+
+
+class _TaskMetrics(Metric):
+    """One task's metrics inside a multi-task collection, reported as ``task/metric``."""
+
+    full_state_update = False
+
+    def __init__(self, task: Task) -> None:
+        super().__init__()
+        self.task, self.inner = task, task.metrics()
+
+    def update(self, raw: Tensor, target: Mapping[str, Tensor]) -> None:
+        self.task.update_metrics(self.inner, raw, target)
+
+    def compute(self) -> dict[str, Tensor]:
+        return {f"{self.task.name}/{k}": v for k, v in self.inner.compute().items()}
+
+    def reset(self) -> None:
+        super().reset()
+        self.inner.reset()

@@ -1,0 +1,47 @@
+"""The registry of tasks by name, and :func:`create_task`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .base import Task
+
+__all__ = ["TASKS", "create_task", "register_task"]
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator: make a task available to :func:`create_task` and configs as ``name``.
+
+    Example:
+        >>> @register_task("edges")
+        ... class Edges(Task):
+        ...     name, key, channels, monitor = "edges", "edges", 1, ("loss", "min")
+        >>> type(create_task("edges")).__name__
+        'Edges'
+        >>> del TASKS["edges"]
+    """
+    def add(cls: type[Task]) -> type[Task]:
+        if name in TASKS or name == "multitask":
+            raise ValueError(f"register_task: a task named {name!r} already exists")
+        TASKS[name] = cls
+        return cls
+
+    return add
+
+
+def create_task(name: str, **kwargs) -> Task:
+    """A task by name: any registered task (``segmentation``, ``depth``, ``normals``, ``denoising``,
+    ``masked``, and yours), or ``multitask`` with ``tasks=[{"name": ..., **kwargs}, ...]`` and
+    optional ``weights``."""
+    if name == "multitask":
+        from .dense import MultiTask
+
+        specs = kwargs.pop("tasks", None)
+        if not specs:
+            raise ValueError("create_task: 'multitask' needs tasks=[{'name': ...}, ...]")
+        return MultiTask([create_task(**dict(s)) for s in specs], **kwargs)
+    if name not in TASKS:
+        raise ValueError(f"create_task: unknown task {name!r}; choose from {[*sorted(TASKS), 'multitask']}")
+    return TASKS[name](**kwargs)

@@ -1,5 +1,0 @@
-"""``python -m dejavu.training`` is the ``dejavu`` command."""
-
-from .cli import main
-
-main()
