@@ -149,7 +149,7 @@ def block_frequency(h: int, w: int, device: torch.device | str = "cpu") -> Tenso
     """Normalised radial frequency ``f`` in ``[0, 1]`` of each coefficient of an ``h x w`` DCT.
 
     ``f(u, v) = sqrt((u / (h - 1))**2 + (v / (w - 1))**2) / sqrt(2)``, which for a square ``b x b``
-    block is ``sqrt(u**2 + v**2) / (sqrt(2) * (b - 1))`` (PAPER_NOTES section 1.1).
+    block is ``sqrt(u**2 + v**2) / (sqrt(2) * (b - 1))`` (ours: the paper does not define it).
     """
     u = torch.arange(h, dtype=torch.float64) / max(h - 1, 1)
     v = torch.arange(w, dtype=torch.float64) / max(w - 1, 1)

@@ -176,7 +176,7 @@ class DejaVuOutput:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # PAPER_NOTES section 1.4 (supp. section C)
+    # the DejaVu supplementary, section C
     "cityscapes": dict(redaction={"name": "random_blocks", "block_size": 32, "threshold": 0.4},
                        regenerator="recursive", regenerator_kwargs={"steps": 20},
                        gamma=1.0, mse_weight=1.0, lpips_weight=0.3, adapter="softmax"),
@@ -198,8 +198,8 @@ def smallest_scale(redaction: nn.Module) -> float | None:
     redaction removes is still resolved after downsampling (``None`` for other redactions).
 
     DCT coefficient ``u`` of a ``b``-pixel block has a period of ``2b / u`` pixels; the coarsest one
-    removed has ``u = lo * sqrt(2) * (b - 1)`` (PAPER_NOTES 1.1), and downsampling by ``1 / scale``
-    erases periods under ``2 / scale`` pixels.
+    removed has ``u = lo * sqrt(2) * (b - 1)`` (see :func:`dejavu.dct.block_frequency`), and
+    downsampling by ``1 / scale`` erases periods under ``2 / scale`` pixels.
 
     Example:
         >>> round(smallest_scale(R.BandStop(32, (0.25, 0.5))), 2)
@@ -494,13 +494,8 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _check_pair(image: Tensor, prediction: Tensor) -> None:
-    for name, t in (("image", image), ("prediction", prediction)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"DejaVuLoss: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"DejaVuLoss: {name} must have shape (B, C, H, W), got {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"DejaVuLoss: {name} must be floating point, got dtype {t.dtype}")
+    R.check_image(image, "DejaVuLoss", "image")
+    R.check_image(prediction, "DejaVuLoss", "prediction")
     if image.shape[1] != 3:
         raise ValueError(f"DejaVuLoss: image must have 3 channels, got shape {tuple(image.shape)}")
     if image.shape[0] != prediction.shape[0]:

@@ -1,10 +1,12 @@
 """Redaction: remove structure from an image so that only a good prediction can restore it.
 
-Spatial redactions remove pixels (PAPER_NOTES section 1.1): :class:`RandomPixels`,
+Spatial redactions remove pixels (the DejaVu paper, section 3.1): :class:`RandomPixels`,
 :class:`Checkerboard`, :class:`RandomBlocks`. Spectral redactions remove frequencies of the
 orthonormal 2-D DCT of each ``b x b`` block: :class:`LowPass`, :class:`HighPass`, :class:`BandStop`.
-Every module works on ``(B, C, H, W)`` and has a functional twin; :func:`build` makes one from a
-name (for configs), :class:`Compose` chains several and :class:`RandomChoice` picks one per call.
+Each of these six works on ``(B, C, H, W)`` and has a functional twin with the same defaults;
+:func:`build` makes one from a name (for configs), :class:`Compose` chains several and
+:class:`RandomChoice` picks one per call. A new redaction is a :class:`Redaction` subclass plus
+``REGISTRY["name"] = Class``.
 """
 
 from __future__ import annotations
@@ -20,20 +22,22 @@ from .dct import block_frequency, dct2, idct2
 __all__ = [
     "random_pixels", "checkerboard", "random_blocks", "random_block_mask", "lowpass", "highpass", "bandstop",
     "RandomPixels", "Checkerboard", "RandomBlocks", "LowPass", "HighPass", "BandStop",
-    "Compose", "RandomChoice", "build", "as_redaction", "REGISTRY",
+    "Compose", "RandomChoice", "build", "as_redaction", "check_image", "REGISTRY",
 ]
 
 Fill = float | str
 
 
 # ---------------------------------------------------------------------------------- checks
-def _check_image(x: Tensor, fn: str) -> None:
+def check_image(x: Tensor, fn: str, name: str = "image") -> None:
+    """Raise a ``TypeError``/``ValueError`` naming ``fn`` and ``name`` unless ``x`` is a floating-point
+    ``(B, C, H, W)`` tensor."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{fn}: image must be a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"{fn}: image must have shape (B, C, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(f"{fn}: {name} must have shape (B, C, H, W), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise TypeError(f"{fn}: image must be floating point, got dtype {x.dtype}")
+        raise TypeError(f"{fn}: {name} must be floating point, got dtype {x.dtype}")
 
 
 def _check_block(block_size: Any, fn: str, optional: bool = False) -> None:
@@ -91,7 +95,7 @@ def random_pixels(x: Tensor, p: float, fill: Fill = 0.0, generator: torch.Genera
     Example:
         >>> y = random_pixels(torch.rand(2, 3, 8, 8), p=0.5, generator=torch.Generator().manual_seed(0))
     """
-    _check_image(x, "random_pixels")
+    check_image(x, "random_pixels")
     _check_unit(p, "p", "random_pixels")
     _check_fill(fill, "random_pixels")
     b, _, h, w = x.shape
@@ -104,7 +108,7 @@ def checkerboard(x: Tensor, block_size: int, fill: Fill = 0.0) -> Tensor:
     Raises:
         ValueError: bad shape, ``block_size < 1``, bad ``fill``.
     """
-    _check_image(x, "checkerboard")
+    check_image(x, "checkerboard")
     _check_block(block_size, "checkerboard")
     _check_fill(fill, "checkerboard")
     h, w = x.shape[-2:]
@@ -123,13 +127,13 @@ def random_blocks(
 ) -> Tensor:
     """Remove ``b x b`` blocks at random, each with probability ``threshold``.
 
-    ``threshold`` is the expected fraction of blocks removed (PAPER_NOTES section 1.1); every image
+    ``threshold`` is the expected fraction of blocks removed (ours: the paper does not define it); every image
     of the batch gets its own mask. Partial blocks at the right/bottom edge count as blocks.
 
     Raises:
         ValueError: bad shape, ``block_size < 1``, ``threshold`` outside ``[0, 1]``, bad ``fill``.
     """
-    _check_image(x, "random_blocks")
+    check_image(x, "random_blocks")
     _check_fill(fill, "random_blocks")
     return _apply_mask(x, random_block_mask(x, block_size, threshold, generator), fill)
 
@@ -161,13 +165,13 @@ def _spectral(x: Tensor, block_size: int | None, keep: Callable[[Tensor], Tensor
     return idct2(c, block_size, size=(h, w))
 
 
-def lowpass(x: Tensor, cutoff: float, block_size: int | None = None) -> Tensor:
+def lowpass(x: Tensor, cutoff: float = 0.25, block_size: int | None = 32) -> Tensor:
     """Keep the frequencies ``f < cutoff`` of each block's DCT (``f`` in ``[0, 1]``).
 
     Args:
         x: image ``(B, C, H, W)``, floating point.
         cutoff: normalised frequency in ``[0, 1]``.
-        block_size: DCT block size ``b``; ``None`` uses the whole image.
+        block_size: DCT block size ``b`` (the paper's 32); ``None`` uses the whole image.
 
     Raises:
         ValueError: bad shape, ``cutoff`` outside ``[0, 1]``, ``block_size < 1``.
@@ -177,15 +181,15 @@ def lowpass(x: Tensor, cutoff: float, block_size: int | None = None) -> Tensor:
         >>> torch.allclose(lowpass(x, 0.3, 8) + highpass(x, 0.3, 8), x, atol=1e-5)
         True
     """
-    _check_image(x, "lowpass")
+    check_image(x, "lowpass")
     _check_unit(cutoff, "cutoff", "lowpass")
     _check_block(block_size, "lowpass", optional=True)
     return _spectral(x, block_size, lambda f: f < cutoff)
 
 
-def highpass(x: Tensor, cutoff: float, block_size: int | None = None) -> Tensor:
+def highpass(x: Tensor, cutoff: float = 0.25, block_size: int | None = 32) -> Tensor:
     """Keep the frequencies ``f >= cutoff``: the exact complement of :func:`lowpass`."""
-    _check_image(x, "highpass")
+    check_image(x, "highpass")
     _check_unit(cutoff, "cutoff", "highpass")
     _check_block(block_size, "highpass", optional=True)
     return _spectral(x, block_size, lambda f: f >= cutoff)
@@ -202,7 +206,7 @@ def _check_band(band: Any, fn: str) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bandstop(x: Tensor, band: tuple[float, float] = (0.25, 0.5), block_size: int | None = None) -> Tensor:
+def bandstop(x: Tensor, band: tuple[float, float] = (0.25, 0.5), block_size: int | None = 32) -> Tensor:
     """Remove the frequencies ``lo <= f < hi`` of each block's DCT.
 
     The default band, the middle of the spectrum, is ours: the paper finds that redacting the middle
@@ -211,7 +215,7 @@ def bandstop(x: Tensor, band: tuple[float, float] = (0.25, 0.5), block_size: int
     Raises:
         ValueError: bad shape, ``band`` not a pair in ``[0, 1]`` with ``lo <= hi``, ``block_size < 1``.
     """
-    _check_image(x, "bandstop")
+    check_image(x, "bandstop")
     lo, hi = _check_band(band, "bandstop")
     _check_block(block_size, "bandstop", optional=True)
     return _spectral(x, block_size, lambda f: (f < lo) | (f >= hi))
@@ -270,30 +274,31 @@ class RandomBlocks(Redaction):
         return random_blocks(x, self.block_size, self.threshold, self.fill, generator)
 
 
-class LowPass(Redaction):
+class _CutoffRedaction(Redaction):
+    """A spectral redaction with one cutoff: the module twin of ``function``."""
+
+    function: Callable[[Tensor, float, int | None], Tensor]
+
+    def __init__(self, block_size: int | None = 32, cutoff: float = 0.25) -> None:
+        super().__init__()
+        _check_block(block_size, type(self).__name__, optional=True)
+        _check_unit(cutoff, "cutoff", type(self).__name__)
+        self.block_size, self.cutoff = block_size, cutoff
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return type(self).function(x, self.cutoff, self.block_size)
+
+
+class LowPass(_CutoffRedaction):
     """Module twin of :func:`lowpass`."""
 
-    def __init__(self, block_size: int | None = 32, cutoff: float = 0.25) -> None:
-        super().__init__()
-        _check_block(block_size, "LowPass", optional=True)
-        _check_unit(cutoff, "cutoff", "LowPass")
-        self.block_size, self.cutoff = block_size, cutoff
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return lowpass(x, self.cutoff, self.block_size)
+    function = staticmethod(lowpass)
 
 
-class HighPass(Redaction):
+class HighPass(_CutoffRedaction):
     """Module twin of :func:`highpass`."""
 
-    def __init__(self, block_size: int | None = 32, cutoff: float = 0.25) -> None:
-        super().__init__()
-        _check_block(block_size, "HighPass", optional=True)
-        _check_unit(cutoff, "cutoff", "HighPass")
-        self.block_size, self.cutoff = block_size, cutoff
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return highpass(x, self.cutoff, self.block_size)
+    function = staticmethod(highpass)
 
 
 class BandStop(Redaction):

@@ -1,5 +1,5 @@
 """Conditional Regeneration Modules (CRM): regenerate the image from the redacted image and the
-prediction (PAPER_NOTES section 1.2).
+prediction (the DejaVu paper, section 3).
 
 Both take ``forward(redacted, condition)`` with ``redacted`` ``(B, 3, H, W)`` and ``condition`` the
 prediction's conditioning map ``(B, N, H, W)``, and return the list of regenerated images: one for

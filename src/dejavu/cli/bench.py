@@ -1,4 +1,4 @@
-"""``dejavu bench``: what DejaVu costs, measured side by side (PAPER_NOTES section 3, "Cost").
+"""``dejavu bench``: what DejaVu costs, measured side by side (the DejaVu supplementary, section B.5).
 
 Sections (``--only`` picks some):
 

@@ -1,6 +1,7 @@
 """DejaVu-CL: cyclic consistency. The network run again on the regenerated image should predict what
 it predicted on the real one: ``L_CL = MSE(c(h(I_G)), c(h(I)))`` with ``c`` the conditioning map
-(probabilities, normalised depth, unit normals), weight 0.1 in the paper (PAPER_NOTES section 1.3)."""
+(probabilities, normalised depth, unit normals), weight 0.1 in the paper (the DejaVu paper, section
+3.4; supplementary Table B.1)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from contextlib import contextmanager
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .base import AuxiliaryLoss, TrainingStep
 
 __all__ = ["CyclicConsistency", "cyclic_consistency", "frozen_norm_statistics"]
 
@@ -69,14 +72,22 @@ def cyclic_consistency(net: Callable[[Tensor], Tensor], regenerated: Tensor, pre
     return F.mse_loss(condition(again).float(), condition(prediction).float())
 
 
-class CyclicConsistency(nn.Module):
-    """Module twin of :func:`cyclic_consistency` holding the weight: ``forward(...) = weight * L_CL``."""
+class CyclicConsistency(AuxiliaryLoss):
+    """DejaVu-CL as an auxiliary objective: ``{"cyclic_loss": weight * L_CL}`` on a training step's
+    regenerated image (upsampled to the input's size when DejaVu regenerates smaller).
 
-    def __init__(self, weight: float = 0.1, condition: Callable[[Tensor], Tensor] = lambda x: x) -> None:
+    Args:
+        weight: the loss weight (paper: 0.1).
+        condition: the map compared; ``None`` uses the task's (``step.condition``).
+    """
+
+    def __init__(self, weight: float = 0.1, condition: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()
         if weight < 0:
             raise ValueError(f"CyclicConsistency: weight must be >= 0, got {weight!r}")
         self.weight, self.condition = weight, condition
 
-    def forward(self, net: Callable[[Tensor], Tensor], regenerated: Tensor, prediction: Tensor) -> Tensor:
-        return self.weight * cyclic_consistency(net, regenerated, prediction, self.condition)
+    def forward(self, step: TrainingStep) -> dict[str, Tensor]:
+        regenerated = step.loss_fn.from_unit_range(step.regenerated01())
+        loss = cyclic_consistency(step.net, regenerated, step.prediction, self.condition or step.condition)
+        return {"cyclic_loss": self.weight * loss}

@@ -1,5 +1,5 @@
 """DejaVu-TS: text supervision. CLIP features of the regenerated image should match those of the real
-image (MSE), weight 0.3 in the paper (PAPER_NOTES section 1.3).
+image (MSE), weight 0.3 in the paper (the DejaVu paper, section 3.4).
 
 With class names (segmentation), the features compared are the image's CLIP similarities to a text
 prompt per class, so the regenerated image must carry the same class evidence; without them, the
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..losses import FrozenStateMixin
+from .base import AuxiliaryLoss, TrainingStep
 
 __all__ = ["TINY_CLIP", "TextSupervision"]
 
@@ -24,7 +25,7 @@ TINY_CLIP = "dejavu-tiny-clip"  # a small CLIP shape shipped for tests and timin
 _CONFIGS = Path(__file__).parent / "clip_configs"
 
 
-class TextSupervision(FrozenStateMixin):
+class TextSupervision(FrozenStateMixin, AuxiliaryLoss):
     """``weight * MSE(f(I_G), f(I))`` with ``f`` the frozen CLIP features described above.
 
     Args:
@@ -35,8 +36,9 @@ class TextSupervision(FrozenStateMixin):
         prompt: text template, ``{}`` is the class name.
         random_init: use random CLIP weights: for tests and timing only, never for results.
 
-    ``forward(regenerated, image)`` takes both in ``[0, 1]``, ``(B, 3, H, W)``; they are resized to
-    CLIP's input size and normalised with CLIP's mean and std.
+    ``distance(regenerated, image)`` takes both in ``[0, 1]``, ``(B, 3, H, W)``; they are resized to
+    CLIP's input size and normalised with CLIP's mean and std. As an auxiliary objective,
+    ``forward(step)`` gives ``{"text_loss": distance(regenerated, image)}``.
 
     Raises:
         FileNotFoundError: no checkpoint (the message says how to give one) or a missing file.
@@ -80,7 +82,11 @@ class TextSupervision(FrozenStateMixin):
         e = F.normalize(self.clip.encode_image((x - self.mean) / self.std).float(), dim=-1)
         return e @ self.text.T if self.text is not None else e
 
-    def forward(self, regenerated: Tensor, image: Tensor) -> Tensor:
+    def distance(self, regenerated: Tensor, image: Tensor) -> Tensor:
+        """``weight * MSE`` between the CLIP features of the two images."""
         with torch.no_grad():
             target = self.features(image)
         return self.weight * F.mse_loss(self.features(regenerated), target)
+
+    def forward(self, step: TrainingStep) -> dict[str, Tensor]:
+        return {"text_loss": self.distance(step.regenerated01(), step.image01())}

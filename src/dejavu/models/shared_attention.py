@@ -1,4 +1,4 @@
-"""DejaVu-SA: regeneration folded into the network through shared attention (PAPER_NOTES section 1.3).
+"""DejaVu-SA: regeneration folded into the network through shared attention (the DejaVu paper, section 3.4).
 
 The input is band-stop redacted; patch embeddings of the base network's prediction attend to patch
 embeddings of the redacted image (multi-head attention); the attended tokens feed two decoders: the

@@ -5,7 +5,7 @@ A task turns the network's raw output ``(B, channels, h, w)`` into everything el
 - ``loss(raw, target)``: the task loss (segmentation cross-entropy with ignore index; depth L1 or
   scale-invariant log; normals cosine);
 - ``decode(raw)``: the natural prediction (logits, metric depth, unit normals);
-- ``condition(raw)``: the map the CRM is conditioned on (PAPER_NOTES section 1.2), so
+- ``condition(raw)``: the map the CRM is conditioned on (the DejaVu paper, section 3), so
   ``DejaVuLoss(task.channels, adapter=task.condition)`` works for any task or combination;
 - ``metrics()``: a torchmetrics ``MetricCollection`` that accumulates over a dataset (and syncs under
   DDP); ``compute_metrics(raw, target)`` is the one-batch shortcut.

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from ..losses import depth_map, probabilities, unit_vectors
 from .base import Task
 from .metrics import AngleMetrics, DepthMetrics
-from .registry import register_task
+from .registry import create_task, register_task
 
 __all__ = ["Depth", "MultiTask", "Normals", "Segmentation"]
 
@@ -132,8 +132,10 @@ class Normals(Task):
         return MetricCollection({"normals": AngleMetrics()})
 
 
+@register_task("multitask")
 class MultiTask(Task):
     """Several tasks predicted by one network as one tensor: the tasks' channels, concatenated in order.
+    ``tasks`` are :class:`Task` objects or specs ``{"name": ..., **kwargs}`` for :func:`create_task`.
 
     The loss is the weighted sum of the task losses; metrics are prefixed with the task name
     (``semantic/mIoU``, ``depth/abs_rel``...); the condition concatenates every task's condition, as
@@ -147,9 +149,10 @@ class MultiTask(Task):
 
     name, key = "multitask", ""
 
-    def __init__(self, tasks: list[Task], weights: list[float] | None = None) -> None:
+    def __init__(self, tasks: list[Task | Mapping], weights: list[float] | None = None) -> None:
         if not tasks:
-            raise ValueError("MultiTask: tasks must not be empty")
+            raise ValueError("MultiTask: tasks must not be empty (give tasks=[{'name': ...}, ...] or Task objects)")
+        tasks = [t if isinstance(t, Task) else create_task(**dict(t)) for t in tasks]
         if weights is not None and len(weights) != len(tasks):
             raise ValueError(f"MultiTask: need one weight per task ({len(tasks)}), got {weights!r}")
         self.tasks, self.weights = list(tasks), list(weights or [1.0] * len(tasks))

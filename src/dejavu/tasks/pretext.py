@@ -20,7 +20,7 @@ __all__ = ["Denoising", "MaskedModeling"]
 
 @register_task("denoising")
 class Denoising(Task):
-    """DDeP's pretext task (PAPER_NOTES section 2): predict the noise of a noised image.
+    """DDeP's pretext task (the DDeP paper, Brempong et al., CVPR 2022 workshops): predict the noise of a noised image.
 
     The image ``x`` in ``[0, 1]`` is mapped to ``[-1, 1]`` and noised with scaled additive noise
     ``x_noisy = sqrt(gamma) * x + sqrt(1 - gamma) * eps``, ``eps ~ N(0, I)``, one fixed ``gamma``

@@ -23,7 +23,7 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
         >>> del TASKS["edges"]
     """
     def add(cls: type[Task]) -> type[Task]:
-        if name in TASKS or name == "multitask":
+        if name in TASKS:
             raise ValueError(f"register_task: a task named {name!r} already exists")
         TASKS[name] = cls
         return cls
@@ -33,15 +33,8 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 def create_task(name: str, **kwargs) -> Task:
     """A task by name: any registered task (``segmentation``, ``depth``, ``normals``, ``denoising``,
-    ``masked``, and yours), or ``multitask`` with ``tasks=[{"name": ..., **kwargs}, ...]`` and
-    optional ``weights``."""
-    if name == "multitask":
-        from .dense import MultiTask
-
-        specs = kwargs.pop("tasks", None)
-        if not specs:
-            raise ValueError("create_task: 'multitask' needs tasks=[{'name': ...}, ...]")
-        return MultiTask([create_task(**dict(s)) for s in specs], **kwargs)
+    ``masked``, ``multitask`` with ``tasks=[{"name": ..., **kwargs}, ...]`` and optional ``weights``,
+    and yours)."""
     if name not in TASKS:
-        raise ValueError(f"create_task: unknown task {name!r}; choose from {[*sorted(TASKS), 'multitask']}")
+        raise ValueError(f"create_task: unknown task {name!r}; choose from {sorted(TASKS)}")
     return TASKS[name](**kwargs)

@@ -93,7 +93,8 @@ def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_
     module.eval()
     batch = {k: v.to(module.device) for k, v in batch.items() if isinstance(v, Tensor)}
     batch = module.fixed_prepare(batch, 0)
-    raw, regenerated = module.predict(batch["image"])
+    raw, extras = module.predict(batch["image"])
+    regenerated = extras.get("sa_regenerated")
     redacted = module.net.redact(batch["image"]) if regenerated is not None else None
     blank = None
     loss = module.dejavu_loss

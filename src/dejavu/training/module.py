@@ -6,15 +6,13 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from .. import redaction as R
-from ..extensions.cyclic import cyclic_consistency
-from ..extensions.text import TextSupervision
-from ..losses import LPIPS, DejaVuLoss, FrozenStateMixin
+from ..extensions import CyclicConsistency, SharedAttentionRegeneration, TextSupervision, TrainingStep
+from ..losses import DejaVuLoss
 from ..models import create_model, load_weights
 from ..models.shared_attention import SharedAttention
 from ..tasks import MultiTask, Task, create_task
@@ -34,7 +32,7 @@ def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
 RELIANCE_KEYS = ("regen_mse", "regen_mse_blank", "regen_mse_gt")
 
 
-class DejaVuModule(FrozenStateMixin, L.LightningModule):
+class DejaVuModule(L.LightningModule):
     """Trains ``network`` on ``task``, adding the DejaVu loss when ``dejavu`` is given.
 
     Args:
@@ -45,7 +43,7 @@ class DejaVuModule(FrozenStateMixin, L.LightningModule):
             from the task), or ``None`` for the baseline.
         optimizer: ``"sgd"`` (momentum 0.9) or ``"adamw"``.
         lr, weight_decay: optimiser settings; the learning rate follows the polynomial schedule
-            ``lr * (1 - step / total) ** poly_power`` (PAPER_NOTES section 1.4: power 2).
+            ``lr * (1 - step / total) ** poly_power`` (the DejaVu supplementary, section C: power 2).
         test_noise: standard deviation of Gaussian noise added to test images (in [0, 1] units),
             for the robustness study of supp. Table B.1.
         cyclic_weight: DejaVu-CL: weight of the cyclic consistency loss (paper: 0.1); needs ``dejavu``.
@@ -64,8 +62,6 @@ class DejaVuModule(FrozenStateMixin, L.LightningModule):
     The CRM's parameters train with the network and are saved in checkpoints; the exported
     inference model (see :mod:`dejavu.training.callbacks`) is ``self.net`` alone.
     """
-
-    frozen_children = ("sa_lpips",)  # a fixed metric: kept out of checkpoints
 
     def __init__(
         self,
@@ -97,15 +93,17 @@ class DejaVuModule(FrozenStateMixin, L.LightningModule):
             skipped = load_weights(self.net, pretrained, strict=False)
             rank_zero_info(f"model.pretrained: loaded {pretrained}; kept the initial values of {skipped or 'nothing'}")
         self.dejavu_loss = None if dejavu is None else _build_dejavu(dejavu, self.task)
-        self.sa_lpips = None
-        if isinstance(self.net, SharedAttention) and sa_lpips_weight > 0:
-            self.sa_lpips = LPIPS(weights=sa_lpips_weights)
         if (cyclic_weight > 0 or text_supervision) and self.dejavu_loss is None:
             raise ValueError("model.cyclic_weight and model.text_supervision extend DejaVu: set model.dejavu too")
-        self.text_supervision = None
+        # the extensions, each an auxiliary objective that returns its named losses
+        self.auxiliaries = nn.ModuleDict()
+        if isinstance(self.net, SharedAttention):
+            self.auxiliaries["sa"] = SharedAttentionRegeneration(sa_weight, sa_lpips_weight, sa_lpips_weights)
+        if cyclic_weight > 0:
+            self.auxiliaries["cyclic"] = CyclicConsistency(cyclic_weight)
         if text_supervision:
             try:
-                self.text_supervision = TextSupervision(**text_supervision)
+                self.auxiliaries["text"] = TextSupervision(**text_supervision)
             except TypeError as e:
                 raise ValueError(f"model.text_supervision: bad config key or value: {e}") from None
         self.augmentation = None
@@ -127,47 +125,34 @@ class DejaVuModule(FrozenStateMixin, L.LightningModule):
         return self.net(image)
 
     # ------------------------------------------------------------------------------ training
-    def predict(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The prediction, and the regeneration of a DejaVu-SA network (None for any other)."""
+    def predict(self, image: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The prediction, and what else the network made for the auxiliary objectives (a DejaVu-SA
+        network's regenerated image as ``"sa_regenerated"``)."""
         image = image.contiguous(memory_format=self.memory_format)
         if isinstance(self.net, SharedAttention):
             enhanced, regenerated, _ = self.net.forward_train(image)
-            return enhanced, regenerated
-        return self.net(image), None
+            return enhanced, {"sa_regenerated": regenerated}
+        return self.net(image), {}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         batch = self.task.prepare(batch)
         image = batch["image"]
         if self.augmentation is not None and torch.rand(()) < self.augment_p:
             image = self.augmentation(image)
-        raw, sa_regenerated = self.predict(image)
+        raw, extras = self.predict(image)
         task_loss = self.task.loss(raw, batch)
         loss = task_loss
         logs = {"train/task_loss": task_loss}
-        if sa_regenerated is not None:
-            sa_loss = self.hparams.sa_weight * F.mse_loss(sa_regenerated.float(), image.float())
-            logs["train/sa_regen_mse"] = sa_loss
-            if self.sa_lpips is not None:
-                sa_lp = self.sa_lpips(sa_regenerated.float().clamp(0, 1), image.float()).mean()
-                sa_loss = sa_loss + self.hparams.sa_lpips_weight * sa_lp
-                logs["train/sa_regen_lpips"] = sa_lp
-            loss = loss + sa_loss
+        out = None
         if self.dejavu_loss is not None:
             out = self.dejavu_loss(image, raw)
             loss = loss + out.loss
             logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips})
-            # CL and TS look at the regenerated image at the input's size (it is smaller when scale < 1)
-            regenerated01 = out.regenerated if out.regenerated.shape[-2:] == image.shape[-2:] else F.interpolate(
-                out.regenerated, size=image.shape[-2:], mode="bilinear", align_corners=False)
-            if self.hparams.cyclic_weight > 0:
-                regenerated = self.dejavu_loss.from_unit_range(regenerated01)
-                cl = self.hparams.cyclic_weight * cyclic_consistency(self.net, regenerated, raw, self.task.condition)
-                loss = loss + cl
-                logs["train/cyclic_loss"] = cl
-            if self.text_supervision is not None:
-                ts = self.text_supervision(regenerated01, self.dejavu_loss.to_unit_range(image))
-                loss = loss + ts
-                logs["train/text_loss"] = ts
+        step = TrainingStep(self.net, image, raw, self.task.condition, self.dejavu_loss, out, extras)
+        for auxiliary in self.auxiliaries.values():
+            for name, value in auxiliary(step).items():
+                loss = loss + value
+                logs[f"train/{name}"] = value
         logs["train/loss"] = loss
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=image.shape[0])
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=image.shape[0])
