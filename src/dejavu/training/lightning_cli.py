@@ -1,22 +1,30 @@
 """``dejavu fit``, ``validate`` and ``test`` through LightningCLI (YAML configs, ``--section.key value``
-overrides), with a run folder per run; :func:`fit_run` is the same from Python."""
+overrides), with a run folder per run; :func:`fit_run` is the same from Python.
+
+A config may name the config it extends with a top-level ``base: FILE`` (relative to its own folder):
+``--config dejavu.yaml`` then reads as ``--config baseline.yaml --config dejavu.yaml``, LightningCLI's
+own composition, where later files override earlier ones key by key. So a DejaVu config holds only
+what DejaVu adds, and still runs on its own.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .callbacks import AtomicCheckpointIO, RunArtifacts
-from .datamodule import DenseDataModule
+from .datamodule import DATASETS, DenseDataModule
 from .module import DejaVuModule
 
 
@@ -31,6 +39,7 @@ class RunConfig(SaveConfigCallback):
         name = "config.yaml" if stage == "fit" else f"config_{stage}.yaml"
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
+            self.config["base"] = None  # the saved config is resolved: it stands alone
             self.parser.save(self.config, run_dir / name, overwrite=True, multifile=False)
         self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
@@ -42,6 +51,7 @@ class DejaVuCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         # `args` is how every dejavu command passes its arguments, which LightningCLI warns about
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        args = expand_bases(list(args) if args is not None else sys.argv[1:])
         super().__init__(
             DejaVuModule, DenseDataModule, save_config_callback=RunConfig, seed_everything_default=0,
             trainer_defaults={"precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
@@ -60,6 +70,12 @@ class DejaVuCLI(LightningCLI):
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="replace an existing run folder (otherwise fit refuses to touch it)")
         parser.add_argument("--figure_images", type=int, default=4, help="validation images in figure.png")
+        parser.add_argument("--base", type=str | None, default=None,
+                            help="the config this one extends (read in its place, before it; see expand_bases)")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        fill_class_counts(cfg["model"]["task"], cfg["data"]["dataset"])
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI takes the model's hyperparameters from the checkpoint, so the network always
@@ -100,6 +116,59 @@ class DejaVuCLI(LightningCLI):
         kwargs["plugins"] = [AtomicCheckpointIO()]
         kwargs["default_root_dir"] = str(run_dir)
         return super().instantiate_trainer(**kwargs)
+
+
+def expand_bases(args: list[str]) -> list[str]:
+    """Put each ``--config FILE``'s chain of ``base:`` files before it, deepest first.
+
+    Example: ``["fit", "--config", "camvid/dejavu.yaml"]`` becomes
+    ``["fit", "--config", "camvid/baseline.yaml", "--config", "camvid/dejavu.yaml"]``.
+
+    Raises:
+        SystemExit: a ``base`` that does not exist, or a cycle of bases.
+    """
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name == "--config" and (value or (i + 1 < len(args))):
+            path = value or args[i + 1]
+            chain = _base_chain(Path(path)) if Path(path).is_file() else []
+            for base in chain:
+                out += ["--config", str(base)]
+        out.append(arg)
+    return out
+
+
+def _base_chain(path: Path) -> list[Path]:
+    chain, seen = [], {path.resolve()}
+    while True:
+        base = (yaml.safe_load(path.read_text()) or {}).get("base")
+        if not base:
+            return chain[::-1]
+        path = path.parent / base
+        if not path.is_file():
+            raise SystemExit(f"dejavu: config {chain[-1] if chain else path.parent} names base {base!r}, "
+                             f"but {path} does not exist (a base is relative to the config that names it)")
+        if path.resolve() in seen:
+            raise SystemExit(f"dejavu: configs extend each other in a cycle through {path}")
+        seen.add(path.resolve())
+        chain.append(path)
+
+
+def fill_class_counts(task: dict[str, Any], dataset: str) -> None:
+    """Take a segmentation task's ``num_classes`` and ``ignore_index`` from the dataset when the
+    config leaves them out, so they are written once; a config that gives another count is an error."""
+    for spec in task.get("tasks") or [task]:
+        if spec.get("name") != "segmentation":
+            continue
+        data = DATASETS[dataset]
+        for key in ("num_classes", "ignore_index"):
+            given, known = spec.get(key), getattr(data, key)
+            if given is None:
+                spec[key] = known
+            elif key == "num_classes" and given != known:
+                raise ValueError(f"model.task: num_classes={given}, but the {dataset} dataset has {known} classes; "
+                                 f"leave num_classes out to take the dataset's")
 
 
 def fit_run(config: str | Path, run_dir: str | Path, *overrides: str) -> dict[str, Any]:
