@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from dejavu import DejaVuLoss
-from dejavu.losses import LPIPS, PRESETS
+from dejavu.losses import LPIPS, PRESETS, structural_similarity
 from dejavu.tasks import Depth, MultiTask, Normals, Segmentation
 
 
@@ -262,3 +262,31 @@ def test_a_band_erased_by_downsampling_is_flagged():
         warnings.simplefilter("error")
         DejaVuLoss(5, {"name": "bandstop", "block_size": 8}, lpips_weight=0, scale=0.5)
         DejaVuLoss(5, "random_blocks", lpips_weight=0)
+
+
+def test_the_ssim_term_is_one_minus_ssim_of_the_last_step_and_trains_the_prediction():
+    torch.manual_seed(0)
+    image, pred = torch.rand(2, 3, 64, 64), torch.randn(2, 4, 64, 64, requires_grad=True)
+    plain = DejaVuLoss(4, "checkerboard", "recursive", regenerator_kwargs={"steps": 3}, lpips_weight=0)
+    both = DejaVuLoss(4, "checkerboard", "recursive", regenerator_kwargs={"steps": 3}, lpips_weight=0,
+                      ssim_weight=0.5)
+    both.load_state_dict(plain.state_dict())
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    a, b = plain(image, pred, generator=g()), both(image, pred, generator=g())
+    target = plain.regenerate(image, plain.condition(image, pred), g())[0]
+    ssim = structural_similarity(b.regenerated, target)
+    assert float(b.ssim) == pytest.approx(float(ssim)) and 0 < float(ssim) < 1
+    assert float(b.loss) == pytest.approx(float(a.loss) + 0.5 * (1 - float(ssim)), rel=1e-5)
+    b.loss.backward()
+    assert pred.grad.abs().sum() > 0
+    assert float(structural_similarity(target, target)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="ssim_weight"):
+        DejaVuLoss(4, ssim_weight=-1, lpips_weight=0)
+
+
+def test_from_condition_is_forward_given_the_predictions_condition():
+    image, pred = torch.rand(2, 3, 32, 32), torch.randn(2, 4, 32, 32)
+    loss = DejaVuLoss(4, "random_blocks", "forward", lpips_weight=0)
+    a = loss(image, pred, generator=torch.Generator().manual_seed(0))
+    b = loss.from_condition(image, loss.condition(image, pred), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.loss, b.loss)

@@ -6,6 +6,7 @@ import torch
 
 from dejavu import DejaVuLoss
 from dejavu.tasks import Depth, MultiTask, Normals, Segmentation, create_task
+from dejavu.tasks.metrics import BoundaryIoU
 
 
 def numpy_miou(pred: np.ndarray, target: np.ndarray, classes: int, ignore: int) -> tuple[float, float]:
@@ -117,3 +118,49 @@ def test_bad_input():
         Depth().loss(torch.randn(1, 1, 8, 8), {"semantic": torch.zeros(1)})
     with pytest.raises(ValueError, match="unknown task"):
         create_task("panoptic")
+
+
+def reference_band(mask: torch.Tensor, d: int) -> torch.Tensor:
+    """Pixels of `mask` with a non-mask pixel (or the image's outside) within Chebyshev distance d."""
+    h, w = mask.shape
+    out = torch.zeros_like(mask)
+    for i in range(h):
+        for j in range(w):
+            if mask[i, j]:
+                win = mask[max(0, i - d):i + d + 1, max(0, j - d):j + d + 1]
+                edge = i < d or j < d or i >= h - d or j >= w - d
+                out[i, j] = edge or not bool(win.all())
+    return out
+
+
+def test_boundary_iou_matches_a_per_pixel_reference():
+    g = torch.Generator().manual_seed(0)
+    # blocky random labels, so classes have interiors and contours
+    target = torch.randint(0, 3, (2, 4, 4), generator=g).repeat_interleave(5, 1).repeat_interleave(5, 2)
+    pred = torch.roll(target, shifts=1, dims=2)
+    pred[0, :3] = 2
+    d = 1
+    m = BoundaryIoU(3, dilation_ratio=d / (2 * 20**2) ** 0.5)
+    m.update(pred, target)
+    inter, union = torch.zeros(3), torch.zeros(3)
+    for b in range(2):
+        for c in range(3):
+            p, t = reference_band(pred[b] == c, d), reference_band(target[b] == c, d)
+            inter[c] += (p & t).sum()
+            union[c] += (p | t).sum()
+    assert float(m.compute()) == pytest.approx(float((inter / union).mean()), abs=1e-6)
+
+
+def test_boundary_iou_sees_a_shifted_edge_that_miou_barely_sees():
+    target = torch.zeros(1, 64, 64, dtype=torch.long)
+    target[:, 8:56, 8:56] = 1
+    shifted = torch.roll(target, shifts=2, dims=2)
+    metrics = Segmentation(2).metrics()
+    metrics.update(torch.nn.functional.one_hot(shifted, 2).permute(0, 3, 1, 2).float(), target)
+    got = {k: float(v) for k, v in metrics.compute().items()}
+    assert got["mIoU"] > 0.85 and got["boundary_iou"] < 0.6
+    ignored = target.clone()
+    ignored[:, :, 30:] = 255  # ignore_index: the boundary there no longer counts
+    m = BoundaryIoU(2, ignore_index=255)
+    m.update(shifted, ignored)
+    assert float(m.compute()) != pytest.approx(got["boundary_iou"])

@@ -224,6 +224,8 @@ def test_shipped_configs_build(config, tmp_path):
         args += ["--model.text_supervision.model", "dejavu-tiny-clip", "--model.text_supervision.random_init", "true"]
     if spec.get("pretrained"):
         args += ["--model.pretrained", "null"]
+    if (spec.get("dejavu") or {}).get("regenerator_weights"):  # written by the crm_pretrain config's run
+        args += ["--model.dejavu.regenerator_weights", "null"]
     cli = DejaVuCLI(args=args, run=False)
     assert (cli.model.dejavu_loss is None) == ("dejavu" not in spec)
     cli.model.net(torch.rand(1, 3, 64, 64))
@@ -238,6 +240,17 @@ def test_each_dejavu_config_is_its_baseline_plus_dejavu():
         b["model"].pop("dejavu")
         a.pop("run_dir"), b.pop("run_dir")
         assert a == b, baseline
+
+
+def test_each_pretrained_crm_config_is_its_dejavu_config_plus_the_stored_crm():
+    for post in [c for c in CONFIGS if c.name.endswith("pretrained_crm.yaml")]:
+        dejavu_cfg = post.with_name(yaml.safe_load(post.read_text())["base"])
+        pre = resolved(post.with_name(post.name.replace("dejavu_pretrained_crm", "crm_pretrain")))
+        a, b = resolved(dejavu_cfg), resolved(post)
+        assert pre["model"].pop("crm_pretraining") is True and pre["model"] == a["model"]
+        assert b["model"]["dejavu"].pop("regenerator_weights") == f"{pre['run_dir']}/crm.safetensors"
+        a.pop("run_dir"), b.pop("run_dir")
+        assert a == b, post
 
 
 def test_bases_expand_in_order_relative_to_the_config(tmp_path):
@@ -275,3 +288,26 @@ def test_class_counts_come_from_the_dataset():
     assert task["tasks"][0] == {"name": "segmentation", "num_classes": 11, "ignore_index": 11}
     with pytest.raises(ValueError, match="leave num_classes out"):
         fill_class_counts({"name": "segmentation", "num_classes": 7}, "synthetic")
+
+
+def test_a_crm_pretrained_on_the_ground_truth_starts_a_dejavu_run(tmp_path):
+    cfg = str(write_config(tmp_path / "c.yaml"))
+    pre = tmp_path / "pre"
+    dejavu("fit", "--config", cfg, "--run_dir", str(pre), "--model.crm_pretraining", "true")
+    metrics = json.loads((pre / "metrics.json").read_text())["val"]
+    assert metrics["val/regen_mse_gt"] > 0
+    # the network is neither trained nor changed: its export is its seeded initialisation
+    fresh = DejaVuCLI(args=["--config", cfg, "--run_dir", str(tmp_path / "x")], run=False).model.net
+    exported = load_file(pre / "model.safetensors")
+    assert all(torch.equal(v, fresh.state_dict()[k].contiguous()) for k, v in exported.items())
+    crm = load_file(pre / "crm.safetensors")
+    cli = DejaVuCLI(args=["--config", cfg, "--run_dir", str(tmp_path / "y"),
+                          "--model.dejavu.regenerator_weights", str(pre / "crm.safetensors")], run=False)
+    assert all(torch.equal(v, crm[k]) for k, v in cli.model.dejavu_loss.regenerator.state_dict().items())
+    fresh_crm = DejaVuCLI(args=["--config", cfg, "--run_dir", str(tmp_path / "f")], run=False).model.dejavu_loss
+    assert not all(torch.equal(v, crm[k]) for k, v in fresh_crm.regenerator.state_dict().items())  # it trained
+    with pytest.raises(ValueError, match="do not fit"):
+        DejaVuCLI(args=["--config", cfg, "--run_dir", str(tmp_path / "z"), "--model.dejavu.regenerator_kwargs",
+                        "{steps: 3, width: 16}", "--model.dejavu.regenerator_weights", str(pre / "crm.safetensors")],
+                  run=False)
+

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from . import redaction as R
 from .regeneration import build_crm
 
 __all__ = ["ADAPTERS", "LPIPS", "PRESETS", "DejaVuLoss", "DejaVuOutput", "FrozenStateMixin", "blank_condition",
+           "load_crm_weights", "structural_similarity",
            "depth_map", "probabilities", "smallest_scale", "unit_vectors"]
 
 
@@ -162,6 +163,39 @@ def _find_backbone_weights(net: str, weights: str | Path | None) -> Path:
     )
 
 
+def structural_similarity(x: Tensor, y: Tensor) -> Tensor:
+    """Mean SSIM of two image batches in ``[0, 1]`` (torchmetrics), with a 7x7 Gaussian window
+    (sigma 1) that suits the small images the CRM regenerates. Differentiable in ``x``."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return structural_similarity_index_measure(x.float(), y.float(), data_range=1.0, kernel_size=7, sigma=1.0)
+
+
+def load_crm_weights(crm: nn.Module, path: str | Path) -> None:
+    """Load a CRM's weights from a ``.safetensors`` file (e.g. a run's ``crm.safetensors``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file's tensors do not fit ``crm`` (names or shapes); the message lists the
+            first mismatches and what to check.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"DejaVuLoss: regenerator_weights {path} does not exist")
+    state, mine = load_file(str(path)), crm.state_dict()
+    missing, extra = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs CRM {tuple(mine[k].shape)}"
+              for k in sorted(set(state) & set(mine)) if state[k].shape != mine[k].shape]
+    if missing or extra or shapes:
+        raise ValueError(
+            f"DejaVuLoss: regenerator_weights {path} do not fit this {type(crm).__name__}: "
+            f"missing {missing[:3]}, unexpected {extra[:3]}, shapes {shapes[:3]}. Pretrain with the same "
+            "regenerator, regenerator_kwargs, conditioning and pred_channels as this run.")
+    crm.load_state_dict(state)
+
+
 # ------------------------------------------------------------------------------------- loss
 @dataclass
 class DejaVuOutput:
@@ -173,6 +207,7 @@ class DejaVuOutput:
     steps: list[Tensor]
     mse: Tensor
     lpips: Tensor
+    ssim: Tensor = field(default_factory=lambda: torch.ones(()))  # 1 when the SSIM term is off
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -231,8 +266,12 @@ class DejaVuLoss(FrozenStateMixin):
         redaction: a redaction module, a registry name (``"random_blocks"``...) or a spec dict
             ``{"name": ..., **kwargs}`` (see :func:`dejavu.redaction.build`).
         regenerator: a CRM module, or ``"forward"`` / ``"recursive"`` built with ``regenerator_kwargs``.
-        gamma, mse_weight, lpips_weight: ``gamma * (mse_weight * MSE + lpips_weight * LPIPS)``;
-            ``lpips_weight=0`` switches LPIPS off (nothing is loaded).
+        gamma, mse_weight, lpips_weight, ssim_weight:
+            ``gamma * (mse_weight * MSE + lpips_weight * LPIPS + ssim_weight * (1 - SSIM))``;
+            ``lpips_weight=0`` switches LPIPS off (nothing is loaded). SSIM is the structural term
+            that needs no downloaded weights (torchmetrics' SSIM, 7x7 Gaussian window with sigma 1:
+            the usual 11x11 would leave only the centre of a 16x16 regeneration); like LPIPS it
+            applies to CRM-R's last step. Default 0 (off).
         adapter: maps the raw prediction to the conditioning map: ``"softmax"`` (class logits,
             default), ``"sigmoid"``, ``"depth"`` (per-image min-max), ``"normals"`` (unit vectors),
             ``"identity"``, or any callable ``(B, C, h, w) -> (B, N, h, w)``.
@@ -253,6 +292,9 @@ class DejaVuLoss(FrozenStateMixin):
         lpips_steps: ``"last"`` (default) applies LPIPS to CRM-R's last step only, MSE staying at
             every step: 1 LPIPS pass instead of ``steps``; ``"all"`` at every step, as the paper
             applies the whole loss.
+        regenerator_weights: a ``.safetensors`` file of CRM weights to start from (the paper's
+            "stored weights", supp. C.1), e.g. ``crm.safetensors`` of a CRM-pretraining run
+            (``model.crm_pretraining``) or of any DejaVu run with the same CRM.
 
     ``forward(image, prediction, generator=None)``: ``image`` ``(B, 3, H, W)``, ``prediction``
     ``(B, C, h, w)``, resized (bilinear) to ``H, W`` when smaller or larger. With a recursive CRM the
@@ -289,6 +331,8 @@ class DejaVuLoss(FrozenStateMixin):
         check_finite: bool = True,
         scale: float = 0.25,
         lpips_steps: str = "last",
+        ssim_weight: float = 0.0,
+        regenerator_weights: str | Path | None = None,
     ) -> None:
         super().__init__()
         if isinstance(pred_channels, bool) or not isinstance(pred_channels, int) or pred_channels < 1:
@@ -297,12 +341,15 @@ class DejaVuLoss(FrozenStateMixin):
         self.gamma = _check_weight(gamma, "gamma")
         self.mse_weight = _check_weight(mse_weight, "mse_weight")
         self.lpips_weight = _check_weight(lpips_weight, "lpips_weight")
+        self.ssim_weight = _check_weight(ssim_weight, "ssim_weight")
         self.redaction = R.as_redaction(redaction)
         if isinstance(regenerator, str):
             regenerator = build_crm(regenerator, pred_channels, **(regenerator_kwargs or {}))
         elif not isinstance(regenerator, nn.Module):
             raise TypeError(f"DejaVuLoss: regenerator must be an nn.Module or a name, got {type(regenerator).__name__}")
         self.regenerator = regenerator
+        if regenerator_weights is not None:
+            load_crm_weights(regenerator, regenerator_weights)
         if isinstance(adapter, str):
             if adapter not in ADAPTERS:
                 raise ValueError(
@@ -406,7 +453,17 @@ class DejaVuLoss(FrozenStateMixin):
         return target, redacted, self.regenerator(redacted.to(condition.dtype), condition)
 
     def forward(self, image: Tensor, prediction: Tensor, generator: torch.Generator | None = None) -> DejaVuOutput:
-        target, redacted, steps = self.regenerate(image, self.condition(image, prediction), generator)
+        return self.from_condition(image, self.condition(image, prediction), generator)
+
+    def from_condition(self, image: Tensor, condition: Tensor, generator: torch.Generator | None = None
+                       ) -> DejaVuOutput:
+        """The loss of regenerating ``image`` from a conditioning map ``(B, N, h, w)``: the
+        prediction's (:meth:`condition`; ``forward`` does this) or the ground truth's (a task's
+        ``target_condition``: how a CRM is pretrained). It is resized to the regeneration size."""
+        size = self._size(image)
+        if condition.shape[-2:] != size:
+            condition = _resize(condition, size)
+        target, redacted, steps = self.regenerate(image, condition, generator)
         # every step is compared with the same target: stack them into one batch for one call
         regen = torch.cat(steps, dim=0) if len(steps) > 1 else steps[0]
         tgt = target.repeat(len(steps), 1, 1, 1) if len(steps) > 1 else target
@@ -417,8 +474,9 @@ class DejaVuLoss(FrozenStateMixin):
             lp = self.lpips(steps[-1], target).mean()
         else:
             lp = self.lpips(regen, tgt).mean()
-        loss = self.gamma * (self.mse_weight * mse + self.lpips_weight * lp)
-        return DejaVuOutput(loss, redacted, steps[-1], steps, mse.detach(), lp.detach())
+        ssim = structural_similarity(steps[-1], target) if self.ssim_weight > 0 else mse.new_ones(())
+        loss = self.gamma * (self.mse_weight * mse + self.lpips_weight * lp + self.ssim_weight * (1 - ssim))
+        return DejaVuOutput(loss, redacted, steps[-1], steps, mse.detach(), lp.detach(), ssim.detach())
 
     @torch.no_grad()
     def reliance(self, image: Tensor, prediction: Tensor, target_condition: Tensor | None = None,

@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from ..losses import depth_map, probabilities, unit_vectors
 from .base import Task
-from .metrics import AngleMetrics, DepthMetrics
+from .metrics import AngleMetrics, BoundaryIoU, DepthMetrics
 from .registry import create_task, register_task
 
 __all__ = ["Depth", "MultiTask", "Normals", "Segmentation"]
@@ -22,7 +22,8 @@ __all__ = ["Depth", "MultiTask", "Normals", "Segmentation"]
 class Segmentation(Task):
     """Semantic segmentation: ``channels = num_classes`` logits; pixels equal to ``ignore_index`` are
     left out of the loss and the metrics. Metrics: ``mIoU`` (mean over classes present in prediction
-    or target) and ``pixel_acc``, from torchmetrics. Condition: softmax probabilities.
+    or target) and ``pixel_acc``, from torchmetrics, and ``boundary_iou`` (:class:`BoundaryIoU`).
+    Condition: softmax probabilities.
     """
 
     name, key, monitor = "semantic", "semantic", ("mIoU", "max")
@@ -49,7 +50,8 @@ class Segmentation(Task):
     def metrics(self) -> MetricCollection:
         kw = {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "validate_args": False}
         return MetricCollection({"mIoU": MulticlassJaccardIndex(average="macro", **kw),
-                                 "pixel_acc": MulticlassAccuracy(average="micro", **kw)})
+                                 "pixel_acc": MulticlassAccuracy(average="micro", **kw),
+                                 "boundary_iou": BoundaryIoU(self.num_classes, self.ignore_index)})
 
 
 @register_task("depth")

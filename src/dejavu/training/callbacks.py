@@ -79,8 +79,9 @@ def spread_batch(dataset, n: int) -> dict[str, Any]:
 
 
 class RunArtifacts(L.Callback):
-    """At the end of ``fit``: ``metrics.json`` (final validation metrics), the exported inference model
-    and ``figure.png``; at the end of ``test``: ``test_metrics.json``. Written by rank 0 only."""
+    """At the end of ``fit``: ``metrics.json`` (final validation metrics), the exported inference model,
+    ``crm.safetensors`` (the CRM's weights, in a DejaVu run) and ``figure.png``; at the end of ``test``:
+    ``test_metrics.json``. Written by rank 0 only."""
 
     def __init__(self, run_dir: str | Path, figure_images: int = 4) -> None:
         self.run_dir, self.figure_images = Path(run_dir), figure_images
@@ -101,6 +102,9 @@ class RunArtifacts(L.Callback):
             "dejavu": module.dejavu_loss is not None,
         })
         export_inference_model(module, self.run_dir)
+        if module.dejavu_loss is not None:  # the CRM, for DejaVuLoss(regenerator_weights=...) in a later run
+            crm = module.dejavu_loss.regenerator.state_dict()
+            save_file({k: v.detach().cpu().contiguous() for k, v in crm.items()}, str(self.run_dir / "crm.safetensors"))
         self._figure(trainer, module, "figure.png")
 
     def on_test_end(self, trainer: L.Trainer, module) -> None:

@@ -56,6 +56,10 @@ class DejaVuModule(L.LightningModule):
             replaces a training batch by its redaction with probability ``p`` (no CRM, no extra loss).
         pretrained: a local weights file (e.g. a DDeP or MAE pretraining run's ``model.safetensors``)
             loaded into the network; tensors whose shape differs (the output head) are left as initialised.
+        crm_pretraining: train the CRM alone, conditioned on the ground truth's condition (the task's
+            ``target_condition``) with the run's redaction, the network frozen and not run; the run
+            writes ``crm.safetensors`` for ``dejavu.regenerator_weights`` of a DejaVu run (the paper's
+            "stored weights", supp. C.1). The best checkpoint is then the lowest ``val/regen_mse_gt``.
         channels_last: keep convolution weights and images in channels-last memory order (same
             numbers, about 1.8x faster on the CPUs we measured; see benchmarks/RESULTS.md).
 
@@ -81,6 +85,7 @@ class DejaVuModule(L.LightningModule):
         augment: dict[str, Any] | None = None,
         pretrained: str | None = None,
         channels_last: bool = True,
+        crm_pretraining: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -106,6 +111,14 @@ class DejaVuModule(L.LightningModule):
                 self.auxiliaries["text"] = TextSupervision(**text_supervision)
             except TypeError as e:
                 raise ValueError(f"model.text_supervision: bad config key or value: {e}") from None
+        if crm_pretraining:
+            if type(self.task).target_condition is Task.target_condition:
+                raise ValueError(f"model.crm_pretraining: the {type(self.task).__name__} task has no ground-truth "
+                                 "condition to pretrain a CRM on")
+            if self.dejavu_loss is None or self.auxiliaries or augment:
+                raise ValueError("model.crm_pretraining trains the CRM of model.dejavu alone: set model.dejavu, "
+                                 "and no extension (cyclic_weight, text_supervision, dejavu_sa) or augment")
+            self.net.requires_grad_(False)  # the optimiser then holds the CRM's parameters only
         self.augmentation = None
         if augment:
             augment = dict(augment)
@@ -137,6 +150,11 @@ class DejaVuModule(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         batch = self.task.prepare(batch)
         image = batch["image"]
+        if self.hparams.crm_pretraining:
+            out = self.dejavu_loss.from_condition(image, self.task.target_condition(batch))
+            self.log_dict({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse}, batch_size=image.shape[0])
+            self.log("loss", out.loss, prog_bar=True, logger=False, batch_size=image.shape[0])
+            return out.loss
         if self.augmentation is not None and torch.rand(()) < self.augment_p:
             image = self.augmentation(image)
         raw, extras = self.predict(image)
@@ -147,7 +165,8 @@ class DejaVuModule(L.LightningModule):
         if self.dejavu_loss is not None:
             out = self.dejavu_loss(image, raw)
             loss = loss + out.loss
-            logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips})
+            logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips,
+                         "train/regen_ssim": out.ssim})
         step = TrainingStep(self.net, image, raw, self.task.condition, self.dejavu_loss, out, extras)
         for auxiliary in self.auxiliaries.values():
             for name, value in auxiliary(step).items():
@@ -212,6 +231,8 @@ class DejaVuModule(L.LightningModule):
     @property
     def monitor(self) -> tuple[str, str]:
         """The validation metric that picks the best checkpoint, and whether higher is better."""
+        if self.hparams.crm_pretraining:
+            return "val/regen_mse_gt", "min"
         name, mode = self.task.monitor
         return f"val/{name}", mode
 
