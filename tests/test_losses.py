@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from dejavu import DejaVuLoss
-from dejavu.losses import LPIPS, PRESETS, structural_similarity
+from dejavu.losses import LPIPS, PRESETS, hard_probabilities, structural_similarity
 from dejavu.tasks import Depth, MultiTask, Normals, Segmentation
 
 
@@ -118,6 +118,18 @@ def test_nyud_preset_conditions_on_the_tasks_maps():
     torch.testing.assert_close(cond[:, :6].sum(1), torch.ones(2, 16, 16))  # probabilities
     assert cond[:, 6].min() >= 0 and cond[:, 6].max() <= 1  # depth normalised per image
     torch.testing.assert_close(cond[:, 7:].norm(dim=1), torch.ones(2, 16, 16))  # unit normals
+
+
+def test_hard_condition_is_one_hot_with_the_softmax_gradient():
+    """Straight-through: the CRM sees the arg-max labels, the network gets the softmax's gradient."""
+    logits = torch.randn(2, 5, 8, 8, requires_grad=True)
+    hard = Segmentation(5, hard_condition=True).condition(logits)
+    torch.testing.assert_close(hard, F.one_hot(logits.argmax(1), 5).permute(0, 3, 1, 2).float())
+    weights = torch.randn(2, 5, 8, 8)
+    (g_hard,) = torch.autograd.grad((hard * weights).sum(), logits)
+    (g_soft,) = torch.autograd.grad((Segmentation(5).condition(logits) * weights).sum(), logits)
+    torch.testing.assert_close(g_hard, g_soft)
+    assert DejaVuLoss(5, lpips_weight=0, adapter="hard_softmax").adapter is hard_probabilities
 
 
 def test_zero_inference_cost():

@@ -184,9 +184,24 @@ def test_compare_two_seeds(tmp_path):
     a, b = write_config(tmp_path / "a.yaml", dejavu=False), write_config(tmp_path / "b.yaml")
     compare(["--config", str(a), "--config", str(b), "--seeds", "2", "--out", str(tmp_path / "cmp")])
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    s = result["summary"]["val/mIoU"]
+    s = result["B"][0]["summary"]["val/mIoU"]
     assert s["n"] == 2 and s["ci95_low"] <= s["diff_mean"] <= s["ci95_high"]
     assert (tmp_path / "cmp" / "compare.md").is_file()
+
+
+def test_compare_several_arms_trains_the_reference_once(tmp_path):
+    a = write_config(tmp_path / "a.yaml", dejavu=False)
+    b = write_config(tmp_path / "b.yaml")
+    compare(["--config", str(a), "--config", str(b), "--config", str(b), "--seeds", "1",
+             "--out", str(tmp_path / "cmp"), "--test-noise", "0", "0.3", "--", "--trainer.max_epochs", "1"])
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert {"val/mIoU", "test_noise0/mIoU", "test_noise0.3/mIoU"} <= set(result["B"][0]["summary"])
+    assert (tmp_path / "cmp" / "2_b" / "seed0" / "test_metrics_test_noise0.3.json").is_file()
+    assert [arm["name"] for arm in result["B"]] == ["1_b", "2_b"]  # a repeated stem gets its position
+    assert sorted(p.name for p in (tmp_path / "cmp").iterdir() if p.is_dir()) == ["0_a", "1_b", "2_b"]
+    # same config, same seed: the two arms agree exactly, so their differences with A do too
+    assert result["B"][0]["summary"] == result["B"][1]["summary"]
+    assert (tmp_path / "cmp" / "compare.md").read_text().count("| metric |") == 2
 
 
 def test_paired_summary_by_hand():

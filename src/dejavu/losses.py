@@ -24,7 +24,7 @@ from .regeneration import build_crm
 
 __all__ = ["ADAPTERS", "LPIPS", "PRESETS", "DejaVuLoss", "DejaVuOutput", "FrozenStateMixin", "blank_condition",
            "load_crm_weights", "structural_similarity",
-           "depth_map", "probabilities", "smallest_scale", "unit_vectors"]
+           "depth_map", "hard_probabilities", "probabilities", "smallest_scale", "unit_vectors"]
 
 
 # ------------------------------------------------------------------------- conditioning maps
@@ -32,6 +32,18 @@ __all__ = ["ADAPTERS", "LPIPS", "PRESETS", "DejaVuLoss", "DejaVuOutput", "Frozen
 def probabilities(logits: Tensor) -> Tensor:
     """Class probabilities (softmax over channels), for segmentation logits."""
     return logits.softmax(dim=1)
+
+
+def hard_probabilities(logits: Tensor) -> Tensor:
+    """One-hot arg-max classes, with the softmax's gradient (straight-through estimator).
+
+    The soft probabilities' low-confidence channels can carry colour and texture to the CRM, which helps
+    it regenerate without helping the segmentation; a one-hot condition carries the labels alone, and
+    matches the condition a CRM pretrained on the ground truth saw.
+    """
+    soft = logits.softmax(dim=1)
+    hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)
+    return hard + soft - soft.detach()
 
 
 def depth_map(depth: Tensor) -> Tensor:
@@ -48,6 +60,7 @@ def unit_vectors(x: Tensor) -> Tensor:
 
 ADAPTERS: dict[str, Callable[[Tensor], Tensor]] = {
     "softmax": probabilities,
+    "hard_softmax": hard_probabilities,
     "sigmoid": torch.sigmoid,
     "depth": depth_map,
     "normals": unit_vectors,

@@ -1,11 +1,13 @@
-"""``dejavu compare``: two configs over N seeds, with the paired difference and its 95% confidence interval.
+"""``dejavu compare``: configs over N seeds, each against the first, with paired differences and 95% intervals.
 
-    dejavu compare --config A.yaml --config B.yaml --seeds 3 [--out DIR] [-- --trainer.max_epochs 5 ...]
+    dejavu compare --config A.yaml --config B.yaml [--config C.yaml ...] --seeds 3 [--out DIR] \\
+                   [-- --trainer.max_epochs 5 ...]
 
-For each seed ``s`` both configs train with ``--seed_everything s`` (same data, different initialisation
-and batch order); the difference B - A is paired by seed. Per metric it reports each arm's mean and
-standard deviation and the mean difference with a Student-t 95% interval. Writes ``compare.json``
-and ``compare.md`` and prints the table.
+For each seed ``s`` every config trains with ``--seed_everything s`` (same data, different initialisation
+and batch order); each difference B - A is paired by seed. A study of several levers names the
+reference once and each lever after it, so the reference trains once per seed rather than once per
+lever. Per metric it reports each arm's mean and standard deviation and the mean difference with a
+Student-t 95% interval. Writes ``compare.json`` and ``compare.md`` and prints the tables.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from ..training.callbacks import write_json
-from ..training.lightning_cli import fit_run
+from ..training.lightning_cli import fit_run, test_run
 
 
 def paired_summary(a: list[float], b: list[float]) -> dict[str, float | None]:
@@ -53,13 +55,17 @@ def main(argv: list[str] | None = None) -> None:
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(prog="dejavu compare", description=__doc__.splitlines()[0])
-    p.add_argument("--config", action="append", required=True, help="give exactly two: A then B")
+    p.add_argument("--config", action="append", required=True,
+                   help="the reference A, then one or more configs B to compare with it")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--out", default="compare_out")
+    p.add_argument("--test-noise", type=float, nargs="+", default=[], metavar="SIGMA",
+                   help="also test each run's best checkpoint on the test split with Gaussian noise of these standard "
+                        "deviations (supp. B.1; 0 = clean), reported as test_noise<SIGMA>/<metric>")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     a = p.parse_args(argv)
-    if len(a.config) != 2:
-        p.error(f"--config must be given exactly twice (A and B), got {len(a.config)}")
+    if len(a.config) < 2:
+        p.error(f"--config must be given at least twice (A, then each B), got {len(a.config)}")
     if a.seeds < 1:
         p.error(f"--seeds must be >= 1, got {a.seeds}")
     for c in a.config:
@@ -71,23 +77,38 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"dejavu compare: {out} already exists; pass --overwrite or choose another --out")
         shutil.rmtree(out)
 
-    names = [Path(c).stem for c in a.config]
-    if names[0] == names[1]:
-        names = ["A_" + names[0], "B_" + names[1]]
+    names = arm_names(a.config)
     runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     jobs = [(seed, name, cfg) for seed in range(a.seeds) for name, cfg in zip(names, a.config, strict=True)]
     for seed, name, cfg in tqdm(jobs, desc="dejavu compare", unit="run"):
-        metrics = fit_run(cfg, out / name / f"seed{seed}", "--seed_everything", str(seed), *overrides)["val"]
+        run = out / name / f"seed{seed}"
+        metrics = fit_run(cfg, run, "--seed_everything", str(seed), *overrides)["val"]
+        for sigma in a.test_noise:
+            tested = test_run(run, "test", sigma)["test"]
+            metrics |= {f"test_noise{sigma:g}/{k.removeprefix('test/')}": v for k, v in tested.items()}
         runs[name].append(metrics)
 
-    keys = sorted(set(runs[names[0]][0]) & set(runs[names[1]][0]))
-    summary = {k: paired_summary([r[k] for r in runs[names[0]]], [r[k] for r in runs[names[1]]]) for k in keys}
-    write_json(out / "compare.json", {"A": {"name": names[0], "config": a.config[0]},
-                                      "B": {"name": names[1], "config": a.config[1]},
-                                      "seeds": a.seeds, "overrides": overrides, "runs": runs, "summary": summary})
-    text = render(names[0], names[1], summary)
+    ref = runs[names[0]]
+    arms = []
+    for name, cfg in zip(names[1:], a.config[1:], strict=True):
+        keys = sorted(set(ref[0]) & set(runs[name][0]))
+        arms.append({"name": name, "config": cfg,
+                     "summary": {k: paired_summary([r[k] for r in ref], [r[k] for r in runs[name]]) for k in keys}})
+    write_json(out / "compare.json", {"A": {"name": names[0], "config": a.config[0]}, "B": arms,
+                                      "seeds": a.seeds, "overrides": overrides, "runs": runs})
+    tables = "\n\n".join(render(names[0], arm["name"], arm["summary"]) for arm in arms)
+    configs = ", ".join(f"`{c}`" for c in a.config[1:])
     (out / "compare.md").write_text(
-        f"# dejavu compare\n\nA = `{a.config[0]}`, B = `{a.config[1]}`, seeds 0..{a.seeds - 1}, overrides: "
-        f"`{' '.join(overrides) or 'none'}`. Validation metrics; B − A paired by seed, Student-t 95% interval.\n\n"
-        f"{text}\n")
-    print("\n" + text + f"\n\nwrote {out}/compare.md and {out}/compare.json")
+        f"# dejavu compare\n\nA = `{a.config[0]}`, B = {configs}, seeds 0..{a.seeds - 1}, overrides: "
+        f"`{' '.join(overrides) or 'none'}`. Validation metrics (and test metrics under noise where asked); "
+        f"B − A paired by seed, Student-t 95% interval.\n\n"
+        f"{tables}\n")
+    print("\n" + tables + f"\n\nwrote {out}/compare.md and {out}/compare.json")
+
+
+def arm_names(configs: list[str]) -> list[str]:
+    """Run-folder names: each config's file stem, prefixed by its position where stems repeat."""
+    stems = [Path(c).stem for c in configs]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{i}_{s}" for i, s in enumerate(stems)]

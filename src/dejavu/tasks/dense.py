@@ -10,7 +10,7 @@ from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from ..losses import depth_map, probabilities, unit_vectors
+from ..losses import depth_map, hard_probabilities, probabilities, unit_vectors
 from .base import Task
 from .metrics import AngleMetrics, BoundaryIoU, DepthMetrics
 from .registry import create_task, register_task
@@ -23,22 +23,24 @@ class Segmentation(Task):
     """Semantic segmentation: ``channels = num_classes`` logits; pixels equal to ``ignore_index`` are
     left out of the loss and the metrics. Metrics: ``mIoU`` (mean over classes present in prediction
     or target) and ``pixel_acc``, from torchmetrics, and ``boundary_iou`` (:class:`BoundaryIoU`).
-    Condition: softmax probabilities.
+    Condition: softmax probabilities, or with ``hard_condition=True`` their one-hot arg-max with the
+    softmax's gradient (:func:`dejavu.losses.hard_probabilities`).
     """
 
     name, key, monitor = "semantic", "semantic", ("mIoU", "max")
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255, hard_condition: bool = False) -> None:
         if num_classes < 2:
             raise ValueError(f"Segmentation: num_classes must be >= 2, got {num_classes}")
         self.channels, self.num_classes, self.ignore_index = num_classes, num_classes, ignore_index
+        self.hard_condition = hard_condition
 
     def loss(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> Tensor:
         tgt = self._target(target)
         return F.cross_entropy(self._resized(raw, tgt.shape[-2:]), tgt, ignore_index=self.ignore_index)
 
     def condition(self, raw: Tensor) -> Tensor:
-        return probabilities(raw)
+        return hard_probabilities(raw) if self.hard_condition else probabilities(raw)
 
     def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
         """One-hot labels; ignored pixels get the uniform distribution."""

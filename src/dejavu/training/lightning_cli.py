@@ -179,6 +179,17 @@ def fit_run(config: str | Path, run_dir: str | Path, *overrides: str) -> dict[st
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
+def test_run(run_dir: str | Path, split: str = "test", noise: float = 0.0) -> dict[str, Any]:
+    """Evaluate a finished run's best checkpoint on ``split`` with Gaussian input noise of standard deviation
+    ``noise`` (``dejavu test``); return its ``test_metrics_<split>[_noise<σ>].json``."""
+    import json
+
+    run = Path(run_dir)
+    DejaVuCLI(args=["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"),
+                    "--data.split", split, "--model.test_noise", str(noise)])
+    return json.loads((run / (f"test_metrics_{split}" + (f"_noise{noise:g}" if noise else "") + ".json")).read_text())
+
+
 def packaged_config(name: str) -> Path:
     """Path of a config shipped with the package, e.g. ``packaged_config("synthetic/segmentation_dejavu.yaml")``."""
     return Path(__file__).resolve().parent.parent / "configs" / name
