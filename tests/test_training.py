@@ -212,6 +212,7 @@ def test_paired_summary_by_hand():
 
 
 CONFIGS = sorted(c for c in (Path(__file__).parent.parent / "configs").rglob("*.yaml") if c.name != "base.yaml")
+STUDY = sorted((Path(__file__).parent.parent / "benchmarks" / "study").rglob("*.yaml"))  # benchmarks/RESULTS.md
 
 
 def resolved(config: Path) -> dict:
@@ -231,7 +232,7 @@ def merged(a: dict, b: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[f"{c.parent.name}/{c.name}" for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS + STUDY, ids=[f"{c.parent.name}/{c.name}" for c in CONFIGS + STUDY])
 def test_shipped_configs_build(config, tmp_path):
     args = ["--config", str(config), "--run_dir", str(tmp_path / "r"), "--data.root", str(tmp_path)]
     spec = resolved(config)["model"]
