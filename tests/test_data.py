@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from dejavu.data import CLASSES, CamVid, SyntheticScenes
+from dejavu.training.datamodule import DenseDataModule
 
 
 def points(item):
@@ -98,6 +99,21 @@ def test_camvid_reads_the_segnet_layout(tmp_path):
     resized = CamVid(tmp_path, "train", size=(6, 8))[1]
     assert resized["image"].shape == (3, 6, 8) and resized["semantic"].shape == (6, 8)
     assert set(resized["semantic"].unique().tolist()) <= set(range(12))
+
+
+def test_camvid_keeps_the_sequences_asked_for(tmp_path):
+    root = write_camvid(tmp_path, n=1)
+    for seq in ("0001TP", "0016E5"):  # two sequences, named as CamVid names its files
+        for folder in ("train", "trainannot"):
+            (root / folder / f"{seq}_000030.png").write_bytes((root / folder / "f0.png").read_bytes())
+    assert [p.name for p in CamVid(root, "train", sequences=["0001TP"]).images] == ["0001TP_000030.png"]
+    assert len(CamVid(root, "train")) == 3
+    with pytest.raises(FileNotFoundError, match=r"no train image belongs to sequences \['Seq05VD'\].*'0016E5'"):
+        CamVid(root, "train", sequences=["Seq05VD"])
+    dm = DenseDataModule("camvid", str(root), size=None, train_sequences=["0016E5"])
+    assert len(dm.train_dataset()) == 1 and len(dm.val_dataloader().dataset) == 1  # val is never filtered
+    with pytest.raises(ValueError, match="train_sequences is for CamVid"):
+        DenseDataModule("synthetic", train_sequences=["0016E5"])
 
 
 def test_camvid_errors_name_what_is_wrong(tmp_path):

