@@ -1,5 +1,7 @@
 """How strong is DejaVu's training signal? The norm of the gradient the DejaVu loss sends into a trained
-network's prediction, over the task loss's, on validation batches (train-mode losses, eval-mode network).
+network's prediction, over the task loss's, and the cosine between the two, on validation batches
+(train-mode losses, eval-mode network). A cosine near 0 means DejaVu pushes the prediction in a direction
+the labels do not; near -1, against them.
 
     python benchmarks/grad_ratio.py RUN_DIR [RUN_DIR ...] [--batches 4]
 
@@ -21,8 +23,8 @@ from safetensors.torch import load_file
 from dejavu.training.lightning_cli import DejaVuCLI
 
 
-def grad_ratios(run: Path, batches: int) -> tuple[float, list[float]]:
-    """The run's gamma, and the gradient-norm ratio on each of its first ``batches`` validation batches."""
+def grad_ratios(run: Path, batches: int) -> tuple[float, list[float], list[float]]:
+    """The run's gamma, and the gradient-norm ratio and cosine on each of its first ``batches`` validation batches."""
     with tempfile.TemporaryDirectory() as tmp:
         cli = DejaVuCLI(args=["--config", str(run / "config.yaml"), "--run_dir", tmp,
                               "--model.dejavu.regenerator_weights", "null"], run=False)
@@ -32,7 +34,7 @@ def grad_ratios(run: Path, batches: int) -> tuple[float, list[float]]:
     module.net.load_state_dict(load_file(str(run / "model.safetensors")))
     module.dejavu_loss.regenerator.load_state_dict(load_file(str(run / "crm.safetensors")))
     module.net.eval()
-    ratios = []
+    ratios, cosines = [], []
     for i, batch in zip(range(batches), data.val_dataloader(), strict=False):
         batch = module.task.prepare(batch)
         with torch.no_grad():
@@ -42,7 +44,8 @@ def grad_ratios(run: Path, batches: int) -> tuple[float, list[float]]:
         out = module.dejavu_loss(batch["image"], raw, generator=torch.Generator().manual_seed(i))
         (g_dejavu,) = torch.autograd.grad(out.loss, raw)
         ratios.append(float(g_dejavu.norm() / g_task.norm()))
-    return module.dejavu_loss.gamma, ratios
+        cosines.append(float(torch.nn.functional.cosine_similarity(g_dejavu.flatten(), g_task.flatten(), dim=0)))
+    return module.dejavu_loss.gamma, ratios, cosines
 
 
 def main() -> None:
@@ -50,10 +53,11 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--batches", type=int, default=4)
     a = p.parse_args()
-    print("| run | gamma | DejaVu / task gradient norm on the prediction (mean over batches) |\n|---|---|---|")
+    print("| run | gamma | DejaVu / task gradient norm on the prediction | cosine |\n|---|---|---|---|")
     for run in a.runs:
-        gamma, r = grad_ratios(run, a.batches)
-        print(f"| {run} | {gamma:g} | {statistics.fmean(r):.4f} (min {min(r):.4f}, max {max(r):.4f}) |")
+        gamma, r, c = grad_ratios(run, a.batches)
+        print(f"| {run} | {gamma:g} | {statistics.fmean(r):.4f} ({min(r):.4f}–{max(r):.4f}) | "
+              f"{statistics.fmean(c):+.3f} ({min(c):+.3f}–{max(c):+.3f}) |")
 
 
 if __name__ == "__main__":
