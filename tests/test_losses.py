@@ -168,6 +168,9 @@ def test_autocast_bfloat16_on_cpu():
     (torch.rand(1, 1, 32, 32), torch.rand(1, 5, 32, 32), ValueError, "3 channels"),
     (torch.rand(1, 3, 32, 32), torch.full((1, 5, 32, 32), float("nan")), ValueError, "NaN"),
     (torch.rand(1, 3, 32, 32), torch.ones(1, 5, 32, 32, dtype=torch.long), TypeError, "floating"),
+    (torch.full((1, 3, 32, 32), float("inf")), torch.rand(1, 5, 32, 32), ValueError, "image contains NaN or Inf"),
+    (torch.rand(1, 3, 32, 32) * 255, torch.rand(1, 5, 32, 32), ValueError, r"spans \[.*value_range=\(0, 255\)"),
+    (torch.rand(0, 3, 32, 32), torch.rand(0, 5, 32, 32), ValueError, "empty batch"),
 ])
 def test_bad_input(image, pred, err, match):
     with pytest.raises(err, match=match):
@@ -177,6 +180,8 @@ def test_bad_input(image, pred, err, match):
 @pytest.mark.parametrize("kwargs,match", [
     ({"pred_channels": 0}, "pred_channels"),
     ({"gamma": -1}, "gamma"),
+    ({"gamma": float("nan")}, "gamma must be a finite number"),
+    ({"mse_weight": float("inf")}, "mse_weight must be a finite number"),
     ({"adapter": "tanh"}, "adapter"),
     ({"mean": [0.5] * 3}, "both mean and std"),
     ({"value_range": (1, 0)}, "value_range"),
@@ -186,6 +191,17 @@ def test_bad_input(image, pred, err, match):
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DejaVuLoss(**{"pred_channels": 5, "lpips_weight": 0, **kwargs})
+
+
+def test_image_range_follows_value_range_and_normalisation():
+    pred = torch.rand(1, 5, 32, 32)
+    eight_bit = DejaVuLoss(5, lpips_weight=0, value_range=(0, 255))
+    assert torch.isfinite(eight_bit(torch.rand(1, 3, 32, 32) * 255, pred).loss)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    normalised = (torch.rand(1, 3, 32, 32) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.isfinite(DejaVuLoss(5, lpips_weight=0, mean=mean, std=std)(normalised, pred).loss)
+    with pytest.raises(ValueError, match="mean/std the image was normalised with"):
+        DejaVuLoss(5, lpips_weight=0)(normalised, pred)  # normalised, but the loss was not told
 
 
 def test_state_is_copyable():

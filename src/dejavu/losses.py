@@ -266,8 +266,8 @@ def smallest_scale(redaction: nn.Module) -> float | None:
 
 
 def _check_weight(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"DejaVuLoss: {name} must be a number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"DejaVuLoss: {name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -294,7 +294,8 @@ class DejaVuLoss(FrozenStateMixin):
         lpips_net: ``"alex"``, ``"vgg"`` or ``"squeeze"``.
         lpips_weights: local path to the backbone's torchvision weights; ``None`` looks in the torch
             hub cache; ``"random"`` uses a random backbone (tests and timing only).
-        check_finite: raise on a prediction with NaN/Inf (one device sync per call).
+        check_finite: raise on an image or prediction with NaN/Inf, and on an image outside
+            ``value_range`` (one device sync per call).
         scale: regenerate at this fraction of the image's resolution: the image is redacted at its
             own resolution (block sizes count image pixels at every scale), then the target and the
             redacted image are area-downsampled and the prediction resized to match. The default,
@@ -315,8 +316,9 @@ class DejaVuLoss(FrozenStateMixin):
 
     Raises:
         ValueError / TypeError: at construction for bad settings; at call for a wrong rank, a batch
-        mismatch, a conditioning map with other than ``pred_channels`` channels, or a non-finite
-        prediction. Each message names the argument and its value.
+        mismatch, an empty batch, a conditioning map with other than ``pred_channels`` channels, a
+        non-finite image or prediction, or an image far outside ``value_range`` (a ``[0, 255]`` image
+        under the default ``(0, 1)``). Each message names the argument and its value.
 
     Example:
         >>> loss_fn = DejaVuLoss(5, "random_blocks", "forward", lpips_weight=0)
@@ -426,6 +428,17 @@ class DejaVuLoss(FrozenStateMixin):
         network's input normalisation."""
         return (image01 - self.unit_shift.to(image01.dtype)) / self.unit_scale.to(image01.dtype)
 
+    def _check_values(self, image: Tensor) -> None:
+        # NaN/Inf, or 8-bit values under the default (0, 1) range, would give a NaN or a 1e4-sized loss
+        # without a word; a quarter of the range of slack lets colour jitter and rounding through
+        lo, hi = (float(v) for v in torch.aminmax(self.to_unit_range(image.detach()).float()))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError("DejaVuLoss: image contains NaN or Inf values")
+        if lo < -0.25 or hi > 1.25:
+            raise ValueError(f"DejaVuLoss: the image spans [{lo:.4g}, {hi:.4g}] once mapped to [0, 1] by value_range "
+                             f"and mean/std; pass value_range=(0, 255) for 8-bit values, or the mean/std the image "
+                             f"was normalised with")
+
     def _size(self, image: Tensor) -> tuple[int, int]:
         h, w = image.shape[-2:]
         return (h, w) if self.scale_factor == 1 else (max(1, round(h * self.scale_factor)),
@@ -473,6 +486,9 @@ class DejaVuLoss(FrozenStateMixin):
         """The loss of regenerating ``image`` from a conditioning map ``(B, N, h, w)``: the
         prediction's (:meth:`condition`; ``forward`` does this) or the ground truth's (a task's
         ``target_condition``: how a CRM is pretrained). It is resized to the regeneration size."""
+        R.check_image(image, "DejaVuLoss", "image")
+        if self.check_finite:
+            self._check_values(image)
         size = self._size(image)
         if condition.shape[-2:] != size:
             condition = _resize(condition, size)
@@ -569,6 +585,8 @@ def _check_pair(image: Tensor, prediction: Tensor) -> None:
     R.check_image(prediction, "DejaVuLoss", "prediction")
     if image.shape[1] != 3:
         raise ValueError(f"DejaVuLoss: image must have 3 channels, got shape {tuple(image.shape)}")
+    if image.shape[0] == 0:
+        raise ValueError(f"DejaVuLoss: empty batch, image of shape {tuple(image.shape)}")
     if image.shape[0] != prediction.shape[0]:
         raise ValueError(
             f"DejaVuLoss: batch mismatch, image {tuple(image.shape)} vs prediction {tuple(prediction.shape)}"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +50,31 @@ class AtomicCheckpointIO(CheckpointIO):
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (temporary file, then rename); NaN and Inf become ``null``, so the file is
+    always valid JSON."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: a kill leaves
+    the old file or the new one, never half of one, and no temporary file once ``write`` fails."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the suffix kept: savefig reads the format from it
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export_inference_model(module, run_dir: Path) -> dict[str, Path]:
@@ -59,8 +82,8 @@ def export_inference_model(module, run_dir: Path) -> dict[str, Path]:
     state dict for ``torch.load(weights_only=True)``) and ``model.json`` (how to rebuild it)."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.net.state_dict().items()}
     paths = {"safetensors": run_dir / "model.safetensors", "pt": run_dir / "model.pt", "json": run_dir / "model.json"}
-    save_file(state, str(paths["safetensors"]))
-    torch.save(state, paths["pt"])
+    atomic_write(paths["safetensors"], lambda tmp: save_file(state, str(tmp)))
+    atomic_write(paths["pt"], lambda tmp: torch.save(state, tmp))
     hp = module.hparams
     write_json(paths["json"], {"network": dict(hp.network), "task": dict(hp.task),
                                "parameters": sum(v.numel() for v in module.net.parameters())})
@@ -91,11 +114,13 @@ class RunArtifacts(L.Callback):
         if loader is None or self.figure_images <= 0:
             return
         batch = spread_batch(loader.dataset, self.figure_images)
-        module_figure(module, batch, self.run_dir / name)
+        atomic_write(self.run_dir / name, lambda tmp: module_figure(module, batch, tmp))
 
     def on_fit_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
             return
+        if not _floats(trainer.callback_metrics, "val/") and (self.run_dir / "metrics.json").exists():
+            return  # resuming a finished run trains and validates nothing: keep its results
         write_json(self.run_dir / "metrics.json", {
             "val": _floats(trainer.callback_metrics, "val/"),
             "epochs": trainer.current_epoch, "steps": trainer.global_step,
@@ -104,7 +129,8 @@ class RunArtifacts(L.Callback):
         export_inference_model(module, self.run_dir)
         if module.dejavu_loss is not None:  # the CRM, for DejaVuLoss(regenerator_weights=...) in a later run
             crm = module.dejavu_loss.regenerator.state_dict()
-            save_file({k: v.detach().cpu().contiguous() for k, v in crm.items()}, str(self.run_dir / "crm.safetensors"))
+            crm = {k: v.detach().cpu().contiguous() for k, v in crm.items()}
+            atomic_write(self.run_dir / "crm.safetensors", lambda tmp: save_file(crm, str(tmp)))
         self._figure(trainer, module, "figure.png")
 
     def on_test_end(self, trainer: L.Trainer, module) -> None:

@@ -89,17 +89,29 @@ class DejaVuCLI(LightningCLI):
     def _prepare_run_dir(self, cfg: Any) -> Path:
         run_dir = Path(cfg["run_dir"])
         if self.subcommand != "fit":
+            if self.subcommand and cfg.get("ckpt_path") is None and not self.model.hparams.pretrained:
+                raise SystemExit(f"dejavu {self.subcommand}: no weights to evaluate, the network would be randomly "
+                                 f"initialised; pass --ckpt_path RUN/checkpoints/best.ckpt (or --model.pretrained "
+                                 f"RUN/model.safetensors)")
             return run_dir
-        ckpt = cfg.get("ckpt_path")
-        if ckpt == "last" and not (run_dir / "checkpoints" / "last.ckpt").is_file():
-            raise SystemExit(f"dejavu fit: --ckpt_path last, but {run_dir / 'checkpoints' / 'last.ckpt'} "
-                             "does not exist: nothing to resume")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SystemExit(f"dejavu fit: --run_dir {run_dir} is a file, not a folder; choose another --run_dir")
+        ckpt, last = cfg.get("ckpt_path"), run_dir / "checkpoints" / "last.ckpt"
+        rank0 = int(os.environ.get("LOCAL_RANK", "0")) == 0
+        if ckpt == "last" and not last.is_file():
+            raise SystemExit(f"dejavu fit: --ckpt_path last, but {last} does not exist: nothing to resume")
         if ckpt is None and run_dir.exists() and any(run_dir.iterdir()):
-            if not cfg["overwrite"]:
+            # a start that failed before its first checkpoint (a bad --data.root...) holds nothing to keep
+            finished_or_saved = (run_dir / "metrics.json").exists() or any(run_dir.glob("checkpoints/*.ckpt"))
+            if finished_or_saved and not cfg["overwrite"]:
+                resume = " or --ckpt_path last to resume it" if last.is_file() else ""
                 raise SystemExit(f"dejavu fit: run folder {run_dir} already exists. Pass --overwrite true to "
-                                 "replace it, --ckpt_path last to resume it, or choose another --run_dir.")
-            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+                                 f"replace it{resume}, or choose another --run_dir.")
+            if rank0:
                 shutil.rmtree(run_dir)
+        if rank0:  # what a kill left half-written: the checkpoint it belonged to was never renamed into place
+            for tmp in run_dir.glob("**/.*.tmp*"):
+                tmp.unlink(missing_ok=True)
         return run_dir
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

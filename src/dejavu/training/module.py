@@ -154,7 +154,7 @@ class DejaVuModule(L.LightningModule):
             out = self.dejavu_loss.from_condition(image, self.task.target_condition(batch))
             self.log_dict({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse}, batch_size=image.shape[0])
             self.log("loss", out.loss, prog_bar=True, logger=False, batch_size=image.shape[0])
-            return out.loss
+            return self.finite(out.loss, {"dejavu_loss": out.loss})
         if self.augmentation is not None and torch.rand(()) < self.augment_p:
             image = self.augmentation(image)
         raw, extras = self.predict(image)
@@ -175,6 +175,20 @@ class DejaVuModule(L.LightningModule):
         logs["train/loss"] = loss
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=image.shape[0])
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=image.shape[0])
+        return self.finite(loss, logs)
+
+    def finite(self, loss: Tensor, parts: dict[str, Tensor]) -> Tensor:
+        """``loss``, or a ``FloatingPointError`` naming the step and each part when it is NaN or Inf.
+
+        A diverged run must stop rather than save NaN weights as its result (one sync per step); the run
+        folder keeps the last good checkpoint, and nothing is exported.
+        """
+        if not torch.isfinite(loss):
+            detail = ", ".join(f"{k.removeprefix('train/')} {float(v):.4g}" for k, v in parts.items())
+            raise FloatingPointError(
+                f"dejavu fit: the training loss is not finite at epoch {self.current_epoch}, step {self.global_step} "
+                f"({detail}). Lower --model.lr (now {self.hparams.lr:g}) or check the data for NaN/Inf; the run "
+                f"folder keeps its last good checkpoint and exports nothing.")
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
