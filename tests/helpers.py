@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -36,3 +37,15 @@ class InterruptAt(L.Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             raise KeyboardInterrupt
+
+
+class KillAt(L.Callback):
+    """SIGKILLs its own process at the end of a given global step: no handler, no clean-up, as a crash or
+    an out-of-memory kill would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,34 @@ def spread_batch(dataset, n: int) -> dict[str, Any]:
     count = min(n, len(dataset))
     indices = torch.linspace(0, len(dataset) - 1, count).round().long().tolist()
     return next(iter(DataLoader([dataset[i] for i in indices], batch_size=count)))
+
+
+class RandomState(L.Callback):
+    """Saves the global random generators (torch, CUDA, Python) in every checkpoint and restores them
+    just before the first training step after a resume, so redaction masks, augmentation and dropout
+    continue exactly as in the run that was stopped (whatever the sanity check and the loaders drew
+    in between)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pending = state_dict
+
+    def on_train_batch_start(self, trainer: L.Trainer, module, batch: Any, batch_idx: int) -> None:
+        if self.pending is None:
+            return
+        torch.set_rng_state(self.pending["torch"])
+        random.setstate(self.pending["python"])
+        if "cuda" in self.pending and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.pending["cuda"])
+        self.pending = None
 
 
 class RunArtifacts(L.Callback):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..data import CamVid, SyntheticScenes
 
@@ -22,6 +25,25 @@ def label_subset(length: int, fraction: float, seed: int) -> list[int]:
     count = max(1, round(fraction * length))
     perm = torch.randperm(length, generator=torch.Generator().manual_seed(seed))
     return sorted(perm[:count].tolist())
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order of ``range(length)`` that depends on ``(seed, epoch)`` alone (Lightning calls
+    ``set_epoch`` at each epoch's start), so a resumed run draws each epoch's order exactly as the
+    stopped run did, however many orders were drawn in between."""
+
+    def __init__(self, length: int, seed: int, epoch: int = 0) -> None:
+        self.length, self.seed, self.epoch = length, seed, epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch)))
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.length
 
 
 class DenseDataModule(L.LightningDataModule):
@@ -85,16 +107,27 @@ class DenseDataModule(L.LightningDataModule):
             ds = Subset(ds, label_subset(len(ds), self.hparams.label_fraction, self.hparams.seed))
         return ds
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+    def _eval_loader(self, ds: Dataset) -> DataLoader:
         hp = self.hparams
-        return DataLoader(ds, batch_size=hp.batch_size, shuffle=shuffle, num_workers=hp.num_workers,
-                          drop_last=shuffle and len(ds) >= hp.batch_size, persistent_workers=hp.num_workers > 0)
+        # its own generator: creating an iterator would otherwise draw from the global one, which the
+        # training steps' random masks use, and a resumed run creates them at other moments
+        return DataLoader(ds, batch_size=hp.batch_size, num_workers=hp.num_workers,
+                          persistent_workers=hp.num_workers > 0, generator=torch.Generator().manual_seed(hp.seed))
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), shuffle=True)
+    def train_dataloader(self) -> StatefulDataLoader:
+        """Shuffled by epoch (:class:`EpochShuffle`, seeded from the run's seed) and resumable: Lightning
+        saves the loader's position in every checkpoint, so a run resumed mid-epoch sees the batches the
+        stopped run would have seen."""
+        hp, ds = self.hparams, self.train_dataset()
+        seed = torch.initial_seed()
+        # a resumed run builds this loader, and its first iterator, before Lightning sets the epoch
+        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+        return StatefulDataLoader(ds, batch_size=hp.batch_size, sampler=EpochShuffle(len(ds), seed, epoch),
+                                  num_workers=hp.num_workers, drop_last=len(ds) >= hp.batch_size,
+                                  persistent_workers=hp.num_workers > 0, generator=torch.Generator().manual_seed(seed))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("val"), shuffle=False)
+        return self._eval_loader(self._dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.hparams.split), shuffle=False)
+        return self._eval_loader(self._dataset(self.hparams.split))

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from .callbacks import AtomicCheckpointIO, RunArtifacts
+from .callbacks import AtomicCheckpointIO, RandomState, RunArtifacts
 from .datamodule import DATASETS, DenseDataModule
 from .module import DejaVuModule
 
@@ -70,6 +70,9 @@ class DejaVuCLI(LightningCLI):
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="replace an existing run folder (otherwise fit refuses to touch it)")
         parser.add_argument("--figure_images", type=int, default=4, help="validation images in figure.png")
+        parser.add_argument("--last_every_n_steps", type=int, default=0,
+                            help="also write checkpoints/last.ckpt every N training steps (0: at epoch ends only); "
+                                 "a resumed run continues exactly where it stopped either way")
         parser.add_argument("--base", type=str | None, default=None,
                             help="the config this one extends (read in its place, before it; see expand_bases)")
 
@@ -123,7 +126,11 @@ class DejaVuCLI(LightningCLI):
                                ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
                                                mode=mode, save_last=True, save_top_k=1,
                                                enable_version_counter=False, auto_insert_metric_name=False),
-                               RunArtifacts(run_dir, cfg["figure_images"])]
+                               RandomState(), RunArtifacts(run_dir, cfg["figure_images"])]
+        if cfg["last_every_n_steps"] > 0:  # the same file as the epoch-end "last", written mid-epoch too
+            kwargs["callbacks"].append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last",
+                                                       every_n_train_steps=cfg["last_every_n_steps"],
+                                                       enable_version_counter=False))
         kwargs["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
         kwargs["plugins"] = [AtomicCheckpointIO()]
         kwargs["default_root_dir"] = str(run_dir)

@@ -198,9 +198,15 @@ class DejaVuModule(L.LightningModule):
             opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
         else:
             opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
         power = hp.poly_power
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1 - step / total) ** power)
+
+        def poly(step: int) -> float:
+            # the total is asked for from the first step on, not here: asking now would build the training
+            # loader before a resumed run has restored its position in the data
+            total = 1 if step == 0 else max(1, int(self.trainer.estimated_stepping_batches))
+            return max(0.0, 1 - step / total) ** power
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, poly)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---------------------------------------------------------------------------- evaluation
