@@ -295,7 +295,7 @@ class DejaVuLoss(FrozenStateMixin):
         lpips_weights: local path to the backbone's torchvision weights; ``None`` looks in the torch
             hub cache; ``"random"`` uses a random backbone (tests and timing only).
         check_finite: raise on an image or prediction with NaN/Inf, and on an image outside
-            ``value_range`` (one device sync per call).
+            ``value_range`` (a device sync for each of the two).
         scale: regenerate at this fraction of the image's resolution: the image is redacted at its
             own resolution (block sizes count image pixels at every scale), then the target and the
             redacted image are area-downsampled and the prediction resized to match. The default,
@@ -431,7 +431,7 @@ class DejaVuLoss(FrozenStateMixin):
     def _check_values(self, image: Tensor) -> None:
         # NaN/Inf, or 8-bit values under the default (0, 1) range, would give a NaN or a 1e4-sized loss
         # without a word; a quarter of the range of slack lets colour jitter and rounding through
-        lo, hi = (float(v) for v in torch.aminmax(self.to_unit_range(image.detach()).float()))
+        lo, hi = torch.stack(torch.aminmax(self.to_unit_range(image.detach()).float())).tolist()  # one sync
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("DejaVuLoss: image contains NaN or Inf values")
         if lo < -0.25 or hi > 1.25:

@@ -91,6 +91,11 @@ def export_inference_model(module, run_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def test_metrics_name(split: str, noise: float) -> str:
+    """The file ``dejavu test`` writes its metrics to: ``test_metrics_<split>[_noise<σ>].json``."""
+    return f"test_metrics_{split}" + (f"_noise{noise:g}" if noise else "") + ".json"
+
+
 def _floats(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
 
@@ -167,6 +172,5 @@ class RunArtifacts(L.Callback):
             return
         split = trainer.datamodule.hparams.split if trainer.datamodule else "test"
         noise = module.hparams.test_noise
-        name = f"test_metrics_{split}" + (f"_noise{noise:g}" if noise else "") + ".json"
-        write_json(self.run_dir / name, {"split": split, "noise": noise,
+        write_json(self.run_dir / test_metrics_name(split, noise), {"split": split, "noise": noise,
                                          "test": _floats(trainer.callback_metrics, "test/")})

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from .callbacks import AtomicCheckpointIO, RandomState, RunArtifacts
+from .callbacks import AtomicCheckpointIO, RandomState, RunArtifacts, test_metrics_name
 from .datamodule import DATASETS, DenseDataModule
 from .module import DejaVuModule
 
@@ -206,7 +206,7 @@ def test_run(run_dir: str | Path, split: str = "test", noise: float = 0.0) -> di
     run = Path(run_dir)
     DejaVuCLI(args=["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"),
                     "--data.split", split, "--model.test_noise", str(noise)])
-    return json.loads((run / (f"test_metrics_{split}" + (f"_noise{noise:g}" if noise else "") + ".json")).read_text())
+    return json.loads((run / test_metrics_name(split, noise)).read_text())
 
 
 def packaged_config(name: str) -> Path:
