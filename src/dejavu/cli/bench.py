@@ -287,9 +287,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast in the overhead section")
     p.add_argument("--no-lpips", dest="lpips", action="store_false", help="LPIPS off in the overhead section")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per variant")
-    p.add_argument("--models", default=None, help=f"comma-separated, from {sorted(MODELS)} (default: all)")
+    p.add_argument("--models", default=None, help=f"';'-separated (the names hold commas), from {sorted(MODELS)} "
+                                                  "(default: all)")
     p.add_argument("--out", default="bench_out")
     a = p.parse_args(argv)
+    models = a.models.split(";") if a.models else list(MODELS)
+    if unknown := [m for m in models if m not in MODELS]:
+        p.error(f"--models: unknown {unknown}; choose from {sorted(MODELS)}, separated by ';'")
     device, only = torch.device(a.device), set(a.only.split(","))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                             amp=a.amp, lpips=a.lpips, variants=quick)
         else:
             rows = []
-            for name in (a.models.split(",") if a.models else MODELS):
+            for name in models:
                 spec = MODELS[name]
                 slow = spec["model"] != "unet" or spec["size"][0] > 64
                 # the paper-sized CRM-R takes minutes a step on HRNet-W18 on a CPU: left out there
