@@ -101,6 +101,23 @@ def test_camvid_reads_the_segnet_layout(tmp_path):
     assert set(resized["semantic"].unique().tolist()) <= set(range(12))
 
 
+def test_camvid_reads_16_bit_images_palette_labels_and_any_case(tmp_path):
+    root = write_camvid(tmp_path, n=1)
+    grey = np.linspace(0, 65535, 12 * 16).reshape(12, 16).astype(np.uint16)
+    Image.fromarray(grey).save(root / "train" / "deep.PNG")  # 16-bit grey, upper-case extension
+    ids = np.arange(12 * 16).reshape(12, 16).astype(np.uint8) % 12
+    label = Image.fromarray(ids, mode="P")
+    label.putpalette([v for i in range(256) for v in (i * 7 % 256, i * 13 % 256, i * 29 % 256)])
+    label.save(root / "trainannot" / "deep.png")  # palette-indexed: the ids are the indices, not the colours
+    ds = CamVid(root, "train")
+    item = ds[[p.name for p in ds.images].index("deep.PNG")]
+    assert torch.allclose(item["image"], torch.from_numpy(grey / 65535).float().expand(3, -1, -1), atol=1e-6)
+    assert np.array_equal(item["semantic"].numpy(), ids)
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(root / "trainannot" / "deep.png")
+    with pytest.raises(ValueError, match=r"CamVid: label file .*deep\.png is a RGB image; labels must be one channel"):
+        ds[[p.name for p in ds.images].index("deep.PNG")]
+
+
 def test_camvid_keeps_the_sequences_asked_for(tmp_path):
     root = write_camvid(tmp_path, n=1)
     for seq in ("0001TP", "0016E5"):  # two sequences, named as CamVid names its files
@@ -123,7 +140,7 @@ def test_camvid_errors_name_what_is_wrong(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing folder .*val.*layout"):
         CamVid(root, "val")
     (root / "train" / "f1.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"cannot read image file .*f1\.png"):
+    with pytest.raises(ValueError, match=r"CamVid: cannot read image file .*f1\.png"):
         CamVid(root)[1]
     Image.fromarray(np.full((12, 16), 40, np.uint8)).save(root / "trainannot" / "f0.png")
     with pytest.raises(ValueError, match=r"f0\.png has value 40"):

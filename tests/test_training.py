@@ -157,8 +157,14 @@ def test_mismatched_checkpoint_names_file_and_parameter(tmp_path):
     dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "run"))
     wider = write_config(tmp_path / "w.yaml", dejavu=False, model__network={"name": "unet", "width": 8, "depth": 2})
     best = tmp_path / "run" / "checkpoints" / "best.ckpt"
-    # with its hyperparameters, a checkpoint rebuilds its own network whatever the config says
-    dejavu("test", "--config", str(wider), "--run_dir", str(tmp_path / "t0"), "--ckpt_path", str(best))
+    # a setting the config states and the checkpoint contradicts is an error naming both values
+    clash = r"best\.ckpt was trained with other.*model\.network\.width: checkpoint 4, config 8\."
+    with pytest.raises(SystemExit, match=clash):
+        dejavu("test", "--config", str(wider), "--run_dir", str(tmp_path / "t0"), "--ckpt_path", str(best))
+    # settings the config leaves at their defaults come from the checkpoint (adamw, 0.003 here)
+    default = write_config(tmp_path / "d.yaml", dejavu=False, model__optimizer="sgd", model__lr=0.01)
+    dejavu("test", "--config", str(default), "--run_dir", str(tmp_path / "t1"), "--ckpt_path", str(best))
+    assert yaml.safe_load((tmp_path / "t1" / "config_test.yaml").read_text())["model"]["optimizer"] == "adamw"
     # without them (a checkpoint from elsewhere), the mismatch is reported clearly
     ckpt = torch.load(best, weights_only=True)
     del ckpt["hyper_parameters"]

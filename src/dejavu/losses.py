@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from . import redaction as R
 from .regeneration import build_crm
+from .weights import read_tensors
 
 __all__ = ["ADAPTERS", "LPIPS", "PRESETS", "DejaVuLoss", "DejaVuOutput", "FrozenStateMixin", "blank_condition",
            "load_crm_weights", "structural_similarity",
@@ -124,7 +125,7 @@ class LPIPS(nn.Module):
         self.model.requires_grad_(False)
 
     def _load_backbone(self, net: str, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_tensors(path, "LPIPS: weights file")
         mine = self.model.net.state_dict()
         # lpips names layer i of torchvision's `features` as `sliceK.i`; match on that index.
         by_index = {k.split(".", 1)[1]: k for k in mine}
@@ -178,10 +179,15 @@ def _find_backbone_weights(net: str, weights: str | Path | None) -> Path:
 
 def structural_similarity(x: Tensor, y: Tensor) -> Tensor:
     """Mean SSIM of two image batches in ``[0, 1]`` (torchmetrics), with a 7x7 Gaussian window
-    (sigma 1) that suits the small images the CRM regenerates. Differentiable in ``x``."""
+    (sigma 1) that suits the small images the CRM regenerates. Differentiable in ``x``. Images with a
+    side under 7 pixels are upsampled (bilinear) to 7 first: the window needs that much."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    return structural_similarity_index_measure(x.float(), y.float(), data_range=1.0, kernel_size=7, sigma=1.0)
+    x, y = x.float(), y.float()
+    short = min(x.shape[-2:])
+    if short < 7:
+        x, y = (F.interpolate(t, scale_factor=7 / short, mode="bilinear", align_corners=False) for t in (x, y))
+    return structural_similarity_index_measure(x, y, data_range=1.0, kernel_size=7, sigma=1.0)
 
 
 def load_crm_weights(crm: nn.Module, path: str | Path) -> None:
@@ -192,12 +198,7 @@ def load_crm_weights(crm: nn.Module, path: str | Path) -> None:
         ValueError: the file's tensors do not fit ``crm`` (names or shapes); the message lists the
             first mismatches and what to check.
     """
-    from safetensors.torch import load_file
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"DejaVuLoss: regenerator_weights {path} does not exist")
-    state, mine = load_file(str(path)), crm.state_dict()
+    state, mine = read_tensors(path, "DejaVuLoss: regenerator_weights"), crm.state_dict()
     missing, extra = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs CRM {tuple(mine[k].shape)}"
               for k in sorted(set(state) & set(mine)) if state[k].shape != mine[k].shape]
@@ -474,9 +475,12 @@ class DejaVuLoss(FrozenStateMixin):
         size = condition.shape[-2:]
         if target.shape[-2:] != size:
             target, redacted = _resize(target, size), _resize(redacted, size)
+        # a network cast to half or bfloat16 meets a float32 CRM: run the CRM in its own dtype
+        # (under autocast, autocast still picks each kernel's precision)
+        dtype = next((p.dtype for p in self.regenerator.parameters() if p.is_floating_point()), condition.dtype)
         # the CRM's small tensors run fastest in the default layout (batch norm and pooling on CPU
         # take about twice as long in channels-last), whatever layout the network uses
-        return target, redacted, self.regenerator(redacted.to(condition.dtype), condition)
+        return target, redacted, self.regenerator(redacted.to(dtype), condition.to(dtype))
 
     def forward(self, image: Tensor, prediction: Tensor, generator: torch.Generator | None = None) -> DejaVuOutput:
         return self.from_condition(image, self.condition(image, prediction), generator)

@@ -99,6 +99,9 @@ def _check_inputs(cls: str, redacted: Tensor, condition: Tensor, pred_channels: 
         raise ValueError(
             f"{cls}: condition {tuple(condition.shape)} and redacted {tuple(redacted.shape)} differ in batch or size"
         )
+    if redacted.shape[0] * redacted.shape[2] * redacted.shape[3] < 2:  # batch norm needs two values per channel
+        raise ValueError(f"{cls}: a batch of {tuple(redacted.shape)} is a single pixel, and the CRM normalises with "
+                         f"batch statistics; give a larger batch or image (or a larger DejaVuLoss scale)")
 
 
 class ForwardCRM(nn.Module):

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..weights import read_tensors
 from .segnet_mtl import SegNetMTL
 from .shared_attention import SharedAttention
 from .unet import UNet
@@ -73,6 +74,26 @@ def _smp(arch: str, out_channels: int | Sequence[int], encoder: str = "resnet18"
     return model
 
 
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"create_model: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"create_model: {name} must be >= 1, got {value}")
+
+
+def _check_args(name: object, out_channels: object, kwargs: dict) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"create_model: name must be a string such as 'unet' or 'smp:Unet', got {name!r}")
+    heads = out_channels if isinstance(out_channels, Sequence) and not isinstance(out_channels, str) else None
+    if heads is not None and not heads:
+        raise ValueError("create_model: out_channels is an empty list; give an int or one int per head")
+    for i, c in enumerate(heads if heads is not None else [out_channels]):
+        _check_count(f"out_channels[{i}]" if heads is not None else "out_channels", c)
+    for key in ("in_channels", "width", "depth"):  # the sizes every built-in architecture takes
+        if key in kwargs:
+            _check_count(key, kwargs[key])
+
+
 def _total(out_channels: int | Sequence[int]) -> int:
     return out_channels if isinstance(out_channels, int) else sum(out_channels)
 
@@ -90,13 +111,17 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
         **kwargs: passed to the architecture.
 
     Raises:
-        ValueError: unknown name, or weights that do not fit (naming the file and the first mismatch).
+        TypeError: ``name`` not a string, or ``out_channels`` / ``in_channels`` / ``width`` / ``depth``
+            not ints.
+        ValueError: unknown name, a size below 1, or weights that do not fit (naming the file and the
+            first mismatch).
         FileNotFoundError: a weights file that does not exist.
 
     Example:
         >>> create_model("unet", 6, width=8)(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 6, 32, 32])
     """
+    _check_args(name, out_channels, kwargs)
     if name.startswith("smp:"):
         model = _smp(name[4:], out_channels, **kwargs)
     elif name in MODELS:
@@ -117,19 +142,12 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> lis
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file's tensors do not match the model; the message names the file and the
-            first missing, unexpected or differently shaped parameter.
+        ValueError: an unreadable file (see :func:`dejavu.weights.read_tensors`), or tensors that do not
+            match the model; the message names the file and the first missing, unexpected or
+            differently shaped parameter.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist (weights are never downloaded)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = read_tensors(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -25,6 +25,10 @@ class Segmentation(Task):
     or target) and ``pixel_acc``, from torchmetrics, and ``boundary_iou`` (:class:`BoundaryIoU`).
     Condition: softmax probabilities, or with ``hard_condition=True`` their one-hot arg-max with the
     softmax's gradient (:func:`dejavu.losses.hard_probabilities`).
+
+    Raises:
+        TypeError: labels that are not integers.
+        ValueError: a label outside ``0..num_classes - 1`` that is not ``ignore_index`` (names it).
     """
 
     name, key, monitor = "semantic", "semantic", ("mIoU", "max")
@@ -34,6 +38,19 @@ class Segmentation(Task):
             raise ValueError(f"Segmentation: num_classes must be >= 2, got {num_classes}")
         self.channels, self.num_classes, self.ignore_index = num_classes, num_classes, ignore_index
         self.hard_condition = hard_condition
+
+    def _target(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        tgt = super()._target(target)
+        if tgt.is_floating_point() or tgt.is_complex() or tgt.dtype == torch.bool:
+            raise TypeError(f"Segmentation: labels must be integer class ids (e.g. torch.long), got {tgt.dtype}; "
+                            "convert them with .long()")
+        # out-of-range ids fail deep inside cross_entropy (a device-side assert on CUDA) or torchmetrics
+        bad = ((tgt < 0) | (tgt >= self.num_classes)) & (tgt != self.ignore_index)
+        if bad.any():
+            raise ValueError(f"Segmentation: label {int(tgt[bad][0])} is outside 0..{self.num_classes - 1} and is not "
+                             f"ignore_index={self.ignore_index}; check num_classes and the label encoding (e.g. map "
+                             "the dataset's ids to train ids) or set ignore_index")
+        return tgt.long()
 
     def loss(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> Tensor:
         tgt = self._target(target)
@@ -66,6 +83,9 @@ class Depth(Task):
         max_depth: targets above it are left out (``None``: keep all). Targets ``<= 0`` are always left out.
 
     Condition: depth normalised per image to ``[0, 1]``, so the CRM sees shape rather than scale.
+
+    Raises:
+        ValueError: a batch without a single valid target pixel (its loss would be NaN).
     """
 
     name, key, channels, monitor = "depth", "depth", 1, ("abs_rel", "min")
@@ -86,6 +106,10 @@ class Depth(Task):
         tgt = self._target(target)
         raw = self._resized(raw, tgt.shape[-2:])
         valid = self._valid(tgt)
+        if not valid.any():  # the mean over no pixel is NaN
+            cap = f" and <= max_depth={self.max_depth}" if self.max_depth is not None else ""
+            raise ValueError(f"Depth: no valid target pixel in this batch of {tgt.shape[0]} (valid: finite, > 0{cap}); "
+                             "check the depth files' scale and units")
         if self.loss_kind == "l1":
             return (self.decode(raw) - tgt)[valid].abs().mean()
         g = raw.clamp(-10, 10)[valid] - tgt[valid].log()
@@ -113,7 +137,11 @@ class Depth(Task):
 @register_task("normals")
 class Normals(Task):
     """Surface normals: three channels, ``decode`` makes unit vectors; loss ``1 - cos`` over valid pixels
-    (target of non-zero length). Condition: the unit normals."""
+    (target of length > 0.5). Condition: the unit normals.
+
+    Raises:
+        ValueError: a batch without a single valid target normal (its loss would be NaN).
+    """
 
     name, key, channels, monitor = "normals", "normals", 3, ("mean_angle", "min")
 
@@ -124,6 +152,9 @@ class Normals(Task):
         tgt = self._target(target)
         cos = (self.decode(self._resized(raw, tgt.shape[-2:])) * tgt).sum(1)
         valid = tgt.norm(dim=1) > 0.5
+        if not valid.any():  # the mean over no pixel is NaN
+            raise ValueError(f"Normals: no valid target normal in this batch of {tgt.shape[0]} (valid: length > 0.5); "
+                             "targets must be unit vectors, (0, 0, 0) where unknown")
         return (1 - cos[valid]).mean()
 
     def condition(self, raw: Tensor) -> Tensor:

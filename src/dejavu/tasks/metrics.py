@@ -17,6 +17,9 @@ class DepthMetrics(Metric):
     ``abs_rel = mean(|p - t| / t)``, ``sq_rel = mean((p - t)^2 / t)``, ``rmse = sqrt(mean((p - t)^2))``,
     ``rmse_log = sqrt(mean((log p - log t)^2))``, ``delta1..3 = share of max(p/t, t/p) < 1.25^k``,
     ``abs_err = mean(|p - t|)``.
+
+    Raises:
+        ValueError: on ``compute`` when no valid pixel was seen.
     """
 
     full_state_update = False
@@ -42,7 +45,10 @@ class DepthMetrics(Metric):
         self.abs_err += diff.abs().sum()
 
     def compute(self) -> dict[str, Tensor]:
-        n = self.n.clamp_min(1)
+        if self.n == 0:  # every error would read 0: a perfect score for nothing measured
+            raise ValueError("DepthMetrics: no valid target pixel in the images seen (valid: finite and > 0, after "
+                             "the task's max_depth); check the depth files' scale and units")
+        n = self.n
         return {"abs_rel": self.abs_rel / n, "sq_rel": self.sq_rel / n, "rmse": (self.sq / n).sqrt(),
                 "rmse_log": (self.sq_log / n).sqrt(), "delta1": self.delta1 / n, "delta2": self.delta2 / n,
                 "delta3": self.delta3 / n, "abs_err": self.abs_err / n}
@@ -50,7 +56,8 @@ class DepthMetrics(Metric):
 
 class AngleMetrics(Metric):
     """Angular error of unit normals over valid pixels (target of non-zero length), in degrees:
-    mean, median (from a 0.01-degree histogram) and the share within 11.25, 22.5 and 30 degrees."""
+    mean, median (from a 0.01-degree histogram) and the share within 11.25, 22.5 and 30 degrees.
+    ``compute`` raises ``ValueError`` when no valid pixel was seen."""
 
     full_state_update = False
     BINS = 18000
@@ -73,7 +80,10 @@ class AngleMetrics(Metric):
         self.within_30 += (deg < 30).sum()
 
     def compute(self) -> dict[str, Tensor]:
-        n = self.hist.sum().clamp_min(1)
+        n = self.hist.sum()
+        if n == 0:  # the errors would read 0 and the median 180 degrees
+            raise ValueError("AngleMetrics: no valid target normal in the images seen (valid: length > 0.5); "
+                             "targets must be unit vectors, (0, 0, 0) where unknown")
         median_bin = torch.searchsorted(self.hist.cumsum(0), n / 2)
         return {"mean_angle": self.total / n, "median_angle": (median_bin + 0.5) * 180 / self.BINS,
                 "within_11.25": self.within_11 / n, "within_22.5": self.within_22 / n, "within_30": self.within_30 / n}

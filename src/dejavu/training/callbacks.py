@@ -17,12 +17,13 @@ from lightning.fabric.plugins import CheckpointIO
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
+from ..weights import read_file
 from .figures import module_figure
 
 
 class AtomicCheckpointIO(CheckpointIO):
     """Writes each checkpoint to a temporary file in the same folder, then renames it into place, so
-    a crash or Ctrl-C never leaves a half-written checkpoint. Loads with ``weights_only=True``."""
+    a crash or Ctrl-C never leaves a half-written checkpoint. Loads with :func:`read_checkpoint`."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
@@ -39,15 +40,33 @@ class AtomicCheckpointIO(CheckpointIO):
             raise
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        checkpoint = read_checkpoint(path)  # on the CPU: loading the state moves it to the model's device
         checkpoint["dejavu_source"] = str(path)
         return checkpoint
 
     def remove_checkpoint(self, path: str | Path) -> None:
         Path(path).unlink(missing_ok=True)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint (``RUN/checkpoints/*.ckpt``), read with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an exported network (``model.safetensors``, ``model.pt``) in its place, a file that
+            cannot be read (truncated...), or one that is not a Lightning checkpoint; each names the file.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors" or path.name == "model.pt":
+        raise ValueError(f"{path} is an exported network, not a training checkpoint: --ckpt_path takes "
+                         f"RUN/checkpoints/best.ckpt or last.ckpt; to evaluate or start from exported weights, "
+                         f"pass --model.pretrained {path}")
+    checkpoint = read_file(path, "checkpoint")
+    if not isinstance(checkpoint, dict) or not {"state_dict", "pytorch-lightning_version"} <= checkpoint.keys():
+        raise ValueError(f"checkpoint {path} is not a Lightning training checkpoint (it has no state_dict and "
+                         "pytorch-lightning_version); --ckpt_path takes RUN/checkpoints/best.ckpt or last.ckpt, "
+                         "--model.pretrained takes a network's weights")
+    return checkpoint
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from .callbacks import AtomicCheckpointIO, RandomState, RunArtifacts, test_metrics_name
+from .callbacks import AtomicCheckpointIO, RandomState, RunArtifacts, read_checkpoint, test_metrics_name
 from .datamodule import DATASETS, DenseDataModule
 from .module import DejaVuModule
 
@@ -43,6 +43,16 @@ class RunConfig(SaveConfigCallback):
             self.parser.save(self.config, run_dir / name, overwrite=True, multifile=False)
         self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+EVALUATION_SETTINGS = ("test_noise",)  # model settings of an evaluation, not of the trained network
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"a.b": value}``; tuples read as lists, so values compare as YAML writes them."""
+    if not isinstance(d, dict):
+        return {prefix[:-1]: list(d) if isinstance(d, tuple) else d} if prefix else {}
+    return {k: v for key, value in d.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
 
 
 class DejaVuCLI(LightningCLI):
@@ -81,13 +91,34 @@ class DejaVuCLI(LightningCLI):
         fill_class_counts(cfg["model"]["task"], cfg["data"]["dataset"])
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI takes the model's hyperparameters from the checkpoint, so the network always
-        # fits its weights; evaluation settings are the command line's, not the training run's.
-        cfg = self.config.get(self.config.get("subcommand") or "", None)
-        noise = cfg["model"]["test_noise"] if cfg is not None and "model" in cfg else None
-        super()._parse_ckpt_path()
-        if noise is not None:
-            self.config[self.config.subcommand]["model"]["test_noise"] = noise
+        # LightningCLI builds the network from the checkpoint's hyperparameters, so it always fits its
+        # weights. A setting the config states that the checkpoint contradicts is an error: it would
+        # otherwise be dropped without a word. Evaluation settings are the command line's.
+        sub = self.config.get("subcommand")
+        cfg = self.config[sub] if sub else None
+        ckpt = cfg.get("ckpt_path") if cfg is not None else None
+        if ckpt is None or ckpt in ("best", "hpc", "registry"):
+            return
+        path = Path(cfg["run_dir"]) / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
+        if ckpt == "last" and not path.is_file():
+            return  # _prepare_run_dir says there is nothing to resume
+        try:
+            saved = read_checkpoint(path).get("hyper_parameters") or {}
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"dejavu {sub}: --ckpt_path: {e}") from None
+        saved = {k: v for k, v in saved.items() if k not in ("_instantiator", "_class_path")}
+        given, default = (_flat(ns.as_dict()) for ns in (cfg["model"], self._parser(sub).get_defaults()["model"]))
+        stated = {k: v for k, v in given.items() if k not in default or default[k] != v}
+        clashes = [f"model.{k}: checkpoint {v!r}, config {stated[k]!r}" for k, v in _flat(saved).items()
+                   if k in stated and stated[k] != v and k.split(".")[0] not in EVALUATION_SETTINGS]
+        if clashes:
+            raise SystemExit(f"dejavu {sub}: the checkpoint {path} was trained with other settings than the config "
+                             f"states: {'; '.join(clashes)}. Pass the run's own config (--config RUN/config.yaml) or "
+                             f"give the checkpoint's values; settings left at their defaults come from the checkpoint.")
+        evaluation = {k: cfg["model"][k] for k in EVALUATION_SETTINGS}
+        self.config = self.parser.parse_object({sub: {"model": saved}}, self.config)
+        for k, v in evaluation.items():
+            self.config[sub]["model"][k] = v
 
     def _prepare_run_dir(self, cfg: Any) -> Path:
         run_dir = Path(cfg["run_dir"])
