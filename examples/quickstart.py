@@ -27,7 +27,7 @@ def batch(n: int = 8, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
                     nn.Conv2d(16, 4, 1))
 # The paper's Cityscapes setting (random blocks b=32 t=0.4, CRM-R 20 steps), made small for a CPU;
-# lpips_weight=0 because LPIPS needs ImageNet AlexNet weights that this example cannot download.
+# lpips_weight=0 so that this example runs offline; online, drop it and torchvision fetches LPIPS's AlexNet once.
 dejavu_loss = dejavu.DejaVuLoss.from_preset("cityscapes", pred_channels=4, lpips_weight=0,
                                             redaction={"name": "random_blocks", "block_size": 8, "threshold": 0.4},
                                             regenerator_kwargs={"steps": 5, "width": 16})

@@ -49,11 +49,24 @@ def test_text_supervision_with_a_tiny_random_clip():
     assert plain.features(x).shape == (2, 32)
 
 
-def test_text_supervision_needs_local_weights(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint=PATH"):
-        TextSupervision("ViT-B-32")
+def test_text_supervision_weights_come_from_open_clip(tmp_path, monkeypatch):
+    import open_clip
+
+    # offline with nothing cached: the named error (no network is touched)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match=r"CLIP 'ViT-B-32'.*'openai' weights.*hub.*checkpoint=PATH"):
+        TextSupervision("ViT-B-32", offline=True)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         TextSupervision(TINY_CLIP, checkpoint=tmp_path / "nope.pt")
+    with pytest.raises(ValueError, match="random_init=True"):
+        TextSupervision(TINY_CLIP)
+    # online, the tag goes to open_clip's own loader
+    asked = []
+    real = open_clip.create_model
+    monkeypatch.setattr(open_clip, "create_model", lambda name, pretrained=None: asked.append((name, pretrained))
+                        or real(TINY_CLIP, pretrained=None))
+    TextSupervision("ViT-B-32", pretrained="laion2b_s34b_b79k", offline=False)
+    assert asked == [("ViT-B-32", "laion2b_s34b_b79k")]
 
 
 def test_shared_attention_shape_and_extra_cost():

@@ -54,23 +54,54 @@ def test_normalised_image_is_mapped_back_to_unit_range():
     torch.testing.assert_close(loss255.to_unit_range(x01 * 255), x01)
 
 
-def test_lpips_needs_local_weights(tmp_path, monkeypatch):
+def test_lpips_weights_come_from_torchvision(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="lpips_weight=0"):
-        DejaVuLoss(5)
+    cache, url = tmp_path / "hub" / "checkpoints", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+    # offline (DEJAVU_OFFLINE=1 in the tests, or offline=True) with nothing cached: the named error
+    named = rf"alexnet-owt-7be5be79\.pth, which is not in the cache {cache}, and downloads are off.*connect"
+    for kw in ({}, {"offline": True}):
+        with pytest.raises(FileNotFoundError, match=named + r".*lpips_weights=PATH.*lpips_weight=0"):
+            DejaVuLoss(5, **kw)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DejaVuLoss(5, lpips_weights=tmp_path / "missing.pth")
-    # a torchvision AlexNet state dict, in the hub cache or at a path, is picked up
+    # online: torchvision's own loader fetches the file into the torch hub cache
     alex = torchvision.models.alexnet()
-    cache = tmp_path / "hub" / "checkpoints"
-    cache.mkdir(parents=True)
-    torch.save(alex.state_dict(), cache / "alexnet-owt-7be5be79.pth")
-    for loss_fn in (DejaVuLoss(5), DejaVuLoss(5, lpips_weights=cache / "alexnet-owt-7be5be79.pth")):
+    fetched = []
+
+    def download(source, destination, *args, **kwargs):
+        fetched.append(source)
+        torch.save(alex.state_dict(), destination)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    loss_fn = DejaVuLoss(5, offline=False)
+    assert fetched == [url] and (cache / "alexnet-owt-7be5be79.pth").is_file()
+    torch.testing.assert_close(loss_fn.lpips.model.net.slice1[0].weight, alex.features[0].weight)
+    # cached: read from the cache, even offline, with no download
+    for loss_fn in (DejaVuLoss(5), DejaVuLoss(5, offline=False)):
         torch.testing.assert_close(loss_fn.lpips.model.net.slice1[0].weight, alex.features[0].weight)
+    assert len(fetched) == 1
+    # a local path wins over the cache
+    other = torchvision.models.alexnet()
+    torch.save(other.state_dict(), tmp_path / "mine.pth")
+    loss_fn = DejaVuLoss(5, lpips_weights=tmp_path / "mine.pth")
+    torch.testing.assert_close(loss_fn.lpips.model.net.slice1[0].weight, other.features[0].weight)
     bad = tmp_path / "bad.pth"
     torch.save({"x": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="not a torchvision alex"):
         LPIPS("alex", bad)
+
+
+def test_a_failed_lpips_download_is_named(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def unreachable(*args, **kwargs):
+        raise URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
+    with pytest.raises(FileNotFoundError, match=r"vgg16-397923af\.pth.*the download failed \(.*Name or service"):
+        DejaVuLoss(5, lpips_net="vgg", offline=False)
 
 
 def test_lpips_is_zero_for_identical_images_and_kept_out_of_checkpoints():

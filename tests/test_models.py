@@ -47,3 +47,34 @@ def test_registry():
         del MODELS["tiny_test_net"]
     with pytest.raises(ValueError, match="unknown model"):
         create_model("vit_giant", 3)
+
+
+def test_encoder_weights_come_from_smp_and_the_hub(tmp_path, monkeypatch):
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    # offline with nothing cached: the named error, for smp's own encoders and timm's
+    for encoder, file in (("resnet18", "smp-hub/resnet18.imagenet"), ("tu-resnet18", "timm/resnet18.a1_in1k")):
+        with pytest.raises(FileNotFoundError, match=rf"encoder='{encoder}'\) needs {file}.*not in the cache "
+                                                    rf"{tmp_path / 'hub'}.*encoder_weights=PATH.*encoder_weights=None"):
+            create_model("smp:Unet", 3, encoder=encoder, encoder_weights="imagenet", offline=True)
+    # online: smp's own loader fetches from its hub repository
+    encoder = smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None, classes=3).encoder
+    save_file(encoder.state_dict(), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text("{}")
+    asked = []
+
+    def download(repo_id, filename, revision=None):
+        asked.append((repo_id, filename))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(smp.encoders, "hf_hub_download", download)
+    model = create_model("smp:Unet", 3, encoder="resnet18", encoder_weights="imagenet", offline=False)
+    assert ("smp-hub/resnet18.imagenet", "model.safetensors") in asked
+    torch.testing.assert_close(model.encoder.conv1.weight, encoder.conv1.weight)
+    # a local file is read as one, and wins
+    torch.save(encoder.state_dict(), tmp_path / "enc.pt")
+    local = create_model("smp:Unet", 3, encoder="resnet18", encoder_weights=str(tmp_path / "enc.pt"))
+    torch.testing.assert_close(local.encoder.conv1.weight, encoder.conv1.weight)
+

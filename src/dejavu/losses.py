@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from . import redaction as R
 from .regeneration import build_crm
-from .weights import read_tensors
+from .weights import read_tensors, torchvision_state_dict
 
 __all__ = ["ADAPTERS", "LPIPS", "PRESETS", "DejaVuLoss", "DejaVuOutput", "FrozenStateMixin", "blank_condition",
            "load_crm_weights", "structural_similarity",
@@ -95,44 +95,48 @@ class FrozenStateMixin(nn.Module):
 
 # ------------------------------------------------------------------------------------ LPIPS
 class LPIPS(nn.Module):
-    """LPIPS perceptual distance from the ``lpips`` package, with backbone weights from a local file.
+    """LPIPS perceptual distance from the ``lpips`` package, its backbone's ImageNet weights fetched
+    by torchvision.
 
-    Nothing is downloaded. ``weights`` is the torchvision ImageNet state dict of the backbone
-    (e.g. ``alexnet-owt-7be5be79.pth``); when ``None`` it is looked up in the torch hub cache
-    (``torch.hub.get_dir()/checkpoints``). ``weights="random"`` gives a randomly initialised
-    backbone, meant for tests and timing only. The linear calibration layers ship with ``lpips``.
+    ``weights``: a local state dict file of the torchvision backbone (e.g. ``alexnet-owt-7be5be79.pth``),
+    which wins; ``None`` takes torchvision's ``IMAGENET1K_V1`` weights from the torch hub cache
+    (``torch.hub.get_dir()/checkpoints``), downloaded there on first use unless ``offline`` (or
+    ``DEJAVU_OFFLINE=1``, see :mod:`dejavu.weights`); ``"random"`` gives a random backbone, for tests
+    and timing only. The linear calibration layers ship with ``lpips``.
 
     ``forward(x, y)`` takes images in ``[0, 1]``, shape ``(B, 3, H, W)``, and returns ``(B,)``.
     Images with a side under 32 pixels are upsampled (bilinear) to 32 first: the backbone's strides
     need that much.
 
     Raises:
-        FileNotFoundError: no weights file given or cached; the message says how to provide one
-            or how to switch LPIPS off.
+        FileNotFoundError: a missing ``weights`` file, or weights neither cached nor downloadable; the
+            message names the file, the cache and the ways out.
+        ValueError: a ``weights`` file that is not that backbone's state dict.
     """
 
-    def __init__(self, net: str = "alex", weights: str | Path | None = None) -> None:
+    def __init__(self, net: str = "alex", weights: str | Path | None = None, offline: bool | None = None) -> None:
         super().__init__()
         import lpips  # imported here: it pulls in torchvision, which `import dejavu` does not need
 
+        if net not in _TV_WEIGHTS:
+            raise ValueError(f"LPIPS: net must be one of {sorted(_TV_WEIGHTS)}, got {net!r}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # use_dropout must stay True: the shipped calibration weights are keyed for that layout
             # (with False they silently fail to load). Dropout is inert: this module is always in eval.
             self.model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
         if weights != "random":
-            self._load_backbone(net, _find_backbone_weights(net, weights))
+            self._load_backbone(net, *_backbone_state(net, weights, offline))
         self.model.requires_grad_(False)
 
-    def _load_backbone(self, net: str, path: Path) -> None:
-        state = read_tensors(path, "LPIPS: weights file")
+    def _load_backbone(self, net: str, state: dict[str, Tensor], source: str) -> None:
         mine = self.model.net.state_dict()
         # lpips names layer i of torchvision's `features` as `sliceK.i`; match on that index.
         by_index = {k.split(".", 1)[1]: k for k in mine}
         mapped = {by_index[k[len("features."):]]: v for k, v in state.items()
                   if k.startswith("features.") and k[len("features."):] in by_index}
         if len(mapped) != len(mine):
-            raise ValueError(f"LPIPS: {path} is not a torchvision {net} state dict "
+            raise ValueError(f"LPIPS: {source} is not a torchvision {net} state dict "
                              f"(matched {len(mapped)} of {len(mine)} backbone tensors)")
         self.model.net.load_state_dict(mapped)
 
@@ -157,24 +161,16 @@ class LPIPS(nn.Module):
 _TV_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 
 
-def _find_backbone_weights(net: str, weights: str | Path | None) -> Path:
+def _backbone_state(net: str, weights: str | Path | None, offline: bool | None) -> tuple[dict[str, Tensor], str]:
+    """The backbone's state dict and where it came from: the local file, else torchvision's loader."""
     if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"LPIPS: weights file {path} does not exist")
-        return path
+        return read_tensors(weights, "LPIPS: weights file"), str(weights)
     import torchvision.models as tvm
 
-    url = getattr(tvm, _TV_WEIGHTS[net]).IMAGENET1K_V1.url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    if cached.is_file():
-        return cached
-    raise FileNotFoundError(
-        f"LPIPS needs the ImageNet weights of its '{net}' backbone and this library never downloads them. "
-        f"Either put the file at {cached} (download {url} on a machine with internet), pass its path "
-        f"as lpips_weights=PATH, or switch LPIPS off with lpips_weight=0. "
-        f"(lpips_weights='random' gives a random backbone, for tests and timing only.)"
-    )
+    member = getattr(tvm, _TV_WEIGHTS[net]).IMAGENET1K_V1
+    ways_out = ("lpips_weights=PATH", "switch LPIPS off with lpips_weight=0 (lpips_weights='random' gives a random "
+                "backbone, for tests and timing only)")
+    return torchvision_state_dict(member, f"LPIPS ({net!r} backbone)", ways_out, offline), member.url
 
 
 def structural_similarity(x: Tensor, y: Tensor) -> Tensor:
@@ -293,8 +289,10 @@ class DejaVuLoss(FrozenStateMixin):
             mapped back with ``x * std + mean``.
         value_range: the ``(lo, hi)`` range of the (un-normalised) image, mapped to ``[0, 1]``.
         lpips_net: ``"alex"``, ``"vgg"`` or ``"squeeze"``.
-        lpips_weights: local path to the backbone's torchvision weights; ``None`` looks in the torch
-            hub cache; ``"random"`` uses a random backbone (tests and timing only).
+        lpips_weights: local path to the backbone's torchvision weights, which wins; ``None`` takes
+            torchvision's ImageNet weights (downloaded into the torch hub cache on first use);
+            ``"random"`` uses a random backbone (tests and timing only). See :class:`LPIPS`.
+        offline: forbid downloading LPIPS's weights (``None``: the ``DEJAVU_OFFLINE`` variable).
         check_finite: raise on an image or prediction with NaN/Inf, and on an image outside
             ``value_range`` (a device sync for each of the two).
         scale: regenerate at this fraction of the image's resolution: the image is redacted at its
@@ -349,6 +347,7 @@ class DejaVuLoss(FrozenStateMixin):
         lpips_steps: str = "last",
         ssim_weight: float = 0.0,
         regenerator_weights: str | Path | None = None,
+        offline: bool | None = None,
     ) -> None:
         super().__init__()
         if isinstance(pred_channels, bool) or not isinstance(pred_channels, int) or pred_channels < 1:
@@ -386,7 +385,7 @@ class DejaVuLoss(FrozenStateMixin):
                           f"the CRM can see at scale={scale}: averaging the image to that size erases the band "
                           f"before regeneration, so the loss carries little. Use scale >= {smallest:.2f} "
                           "(e.g. 0.5 or 1.0) or a larger block_size.", stacklevel=2)
-        self.lpips = LPIPS(lpips_net, lpips_weights) if self.lpips_weight > 0 else None
+        self.lpips = LPIPS(lpips_net, lpips_weights, offline) if self.lpips_weight > 0 else None
 
     def _set_normalisation(self, mean: Sequence[float] | None, std: Sequence[float] | None,
                            value_range: tuple[float, float]) -> None:

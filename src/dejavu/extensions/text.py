@@ -4,7 +4,8 @@ image (MSE), weight 0.3 in the paper (the DejaVu paper, section 3.4).
 With class names (segmentation), the features compared are the image's CLIP similarities to a text
 prompt per class, so the regenerated image must carry the same class evidence; without them, the
 unit image embeddings themselves (our reading; the paper gives no formula). CLIP comes from
-``open_clip_torch`` and is frozen. Its weights are never downloaded: give a local checkpoint.
+``open_clip_torch`` and is frozen; its weights are a local checkpoint, or an open_clip pretrained tag
+that open_clip fetches (Hugging Face Hub cache, downloaded on first use; see :mod:`dejavu.weights`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..losses import FrozenStateMixin
+from ..weights import from_hub
 from .base import AuxiliaryLoss, TrainingStep
 
 __all__ = ["TINY_CLIP", "TextSupervision"]
@@ -30,37 +32,49 @@ class TextSupervision(FrozenStateMixin, AuxiliaryLoss):
 
     Args:
         model: an open_clip model name, e.g. ``"ViT-B-32"``, or :data:`TINY_CLIP`.
-        checkpoint: local path to that model's open_clip weights. Required unless ``random_init``.
+        checkpoint: local path to that model's open_clip weights; wins over ``pretrained``.
+        pretrained: an open_clip pretrained tag for ``model`` (``"openai"``: the original CLIP
+            weights; ``open_clip.list_pretrained()`` lists the others), fetched by open_clip into the
+            Hugging Face Hub cache on first use unless ``offline``.
         class_names: class names for the text prompts (segmentation); ``None`` compares embeddings.
         weight: the loss weight (paper: 0.3).
         prompt: text template, ``{}`` is the class name.
         random_init: use random CLIP weights: for tests and timing only, never for results.
+        offline: forbid downloading (``None``: the ``DEJAVU_OFFLINE`` variable).
 
     ``distance(regenerated, image)`` takes both in ``[0, 1]``, ``(B, 3, H, W)``; they are resized to
     CLIP's input size and normalised with CLIP's mean and std. As an auxiliary objective,
     ``forward(step)`` gives ``{"text_loss": distance(regenerated, image)}``.
 
     Raises:
-        FileNotFoundError: no checkpoint (the message says how to give one) or a missing file.
+        FileNotFoundError: a missing checkpoint file, or pretrained weights neither cached nor
+            downloadable (the message names them, the cache and the ways out).
+        ValueError: :data:`TINY_CLIP` without ``random_init`` (it has no weights).
     """
 
-    def __init__(self, model: str = "ViT-B-32", checkpoint: str | Path | None = None,
+    def __init__(self, model: str = "ViT-B-32", checkpoint: str | Path | None = None, pretrained: str = "openai",
                  class_names: Sequence[str] | None = None, weight: float = 0.3,
-                 prompt: str = "a photo of a {}.", random_init: bool = False) -> None:
+                 prompt: str = "a photo of a {}.", random_init: bool = False, offline: bool | None = None) -> None:
         super().__init__()
         self.frozen_children = ("clip",)
         import open_clip  # optional heavy dependency, imported only when text supervision is used
 
         open_clip.add_model_config(_CONFIGS)
-        if checkpoint is None and not random_init:
-            raise FileNotFoundError(
-                f"TextSupervision needs local CLIP weights for {model!r} and never downloads them: pass "
-                "checkpoint=PATH (an open_clip checkpoint file, e.g. the ViT-B-32 weights fetched with "
-                "open_clip on a machine with internet). random_init=True gives random weights, for tests only."
-            )
-        if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
-            raise FileNotFoundError(f"TextSupervision: CLIP checkpoint {checkpoint} does not exist")
-        self.clip = open_clip.create_model(model, pretrained=str(Path(checkpoint).expanduser()) if checkpoint else None)
+        if random_init:
+            self.clip = open_clip.create_model(model, pretrained=None)
+        elif checkpoint is not None:
+            if not Path(checkpoint).expanduser().is_file():
+                raise FileNotFoundError(f"TextSupervision: CLIP checkpoint {checkpoint} does not exist")
+            self.clip = open_clip.create_model(model, pretrained=str(Path(checkpoint).expanduser()))
+        elif model == TINY_CLIP:
+            raise ValueError(f"TextSupervision: {TINY_CLIP!r} is a shape for tests and timing, with no weights: "
+                             "pass random_init=True, or a real open_clip model such as 'ViT-B-32'")
+        else:
+            ways_out = ("checkpoint=PATH (an open_clip checkpoint file)",
+                        "switch text supervision off (model.text_supervision: null)")
+            self.clip = from_hub(lambda: open_clip.create_model(model, pretrained=pretrained),
+                                 f"TextSupervision (CLIP {model!r})", f"the {pretrained!r} weights of {model!r}",
+                                 ways_out, offline)
         self.clip.eval().requires_grad_(False)
         self.weight = weight
         size = self.clip.visual.image_size

@@ -8,13 +8,14 @@ pretrained weights come only from a local file (``weights=PATH``), never from th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..weights import read_tensors
+from ..weights import from_hub, read_tensors
 from .segnet_mtl import SegNetMTL
 from .shared_attention import SharedAttention
 from .unet import UNet
@@ -65,13 +66,45 @@ def model_cost(model: nn.Module, size: tuple[int, int] = (128, 128)) -> dict[str
 
 
 def _smp(arch: str, out_channels: int | Sequence[int], encoder: str = "resnet18",
-         encoder_weights: str | Path | None = None, **kwargs) -> nn.Module:
+         encoder_weights: str | Path | None = None, offline: bool | None = None, **kwargs) -> nn.Module:
     import segmentation_models_pytorch as smp  # optional dependency, imported only when asked for
 
-    model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=_total(out_channels), **kwargs)
-    if encoder_weights is not None:
-        load_weights(model.encoder, encoder_weights)
-    return model
+    def build(weights: str | None) -> nn.Module:
+        return smp.create_model(arch, encoder_name=encoder, encoder_weights=weights, classes=_total(out_channels),
+                                **kwargs)
+
+    if encoder_weights is None or _is_path(encoder_weights):
+        model = build(None)
+        if encoder_weights is not None:
+            load_weights(model.encoder, encoder_weights)
+        return model
+    # a weights name ("imagenet"...): smp fetches it (timm for "tu-" encoders) from the Hugging Face Hub
+    repo = _hub_repo(encoder, str(encoder_weights)) or f"the {encoder_weights!r} weights of {encoder!r}"
+    ways_out = ("encoder_weights=PATH (a state dict of the encoder)", "train from scratch with encoder_weights=None")
+    return from_hub(lambda: build(str(encoder_weights)), f"create_model({'smp:' + arch!r}, encoder={encoder!r})",
+                    repo, ways_out, offline)
+
+
+def _hub_repo(encoder: str, weights: str) -> str | None:
+    """The Hugging Face Hub repository smp (or timm, for ``tu-`` encoders) fetches the weights from."""
+    if encoder.startswith("tu-"):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(encoder[3:])
+        return getattr(cfg, "hf_hub_id", None)
+    import segmentation_models_pytorch as smp
+
+    settings = getattr(smp.encoders, "encoders", {}).get(encoder, {}).get("pretrained_settings", {})
+    return settings.get(weights, {}).get("repo_id")
+
+
+def _is_path(weights: str | Path) -> bool:
+    """A local file rather than a weights name such as ``"imagenet"``."""
+    text = str(weights)
+    return isinstance(weights, Path) or "/" in text or os.sep in text or Path(text).suffix in WEIGHT_SUFFIXES
+
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 def _check_count(name: str, value: object) -> None:
@@ -105,7 +138,9 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
     Args:
         name: ``"unet"``, ``"segnet_mtl"``, or ``"smp:<Arch>"`` (e.g. ``"smp:Unet"``, ``"smp:FPN"``) with
             ``encoder=`` any segmentation_models_pytorch encoder name (``"tu-<timm name>"`` for timm's) and
-            optionally ``encoder_weights=PATH`` (a local state dict for the encoder).
+            optionally ``encoder_weights=``: a local state dict file of the encoder, or a weights name
+            such as ``"imagenet"``, which smp (timm for ``tu-`` encoders) takes from the Hugging Face
+            Hub cache, downloading it on first use unless ``offline=True`` or ``DEJAVU_OFFLINE=1``.
         out_channels: output channels; a list gives ``segnet_mtl`` one head per entry (others sum it).
         weights: optional local state dict file for the whole network.
         **kwargs: passed to the architecture.
@@ -115,7 +150,8 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
             not ints.
         ValueError: unknown name, a size below 1, or weights that do not fit (naming the file and the
             first mismatch).
-        FileNotFoundError: a weights file that does not exist.
+        FileNotFoundError: a weights file that does not exist, or encoder weights neither cached nor
+            downloadable (naming them, the cache and the ways out).
 
     Example:
         >>> create_model("unet", 6, width=8)(torch.rand(1, 3, 32, 32)).shape

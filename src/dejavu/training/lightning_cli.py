@@ -83,11 +83,16 @@ class DejaVuCLI(LightningCLI):
         parser.add_argument("--last_every_n_steps", type=int, default=0,
                             help="also write checkpoints/last.ckpt every N training steps (0: at epoch ends only); "
                                  "a resumed run continues exactly where it stopped either way")
+        parser.add_argument("--offline", type=bool, default=False,
+                            help="forbid downloading pretrained weights (LPIPS, CLIP, encoders): the same as "
+                                 "DEJAVU_OFFLINE=1; a missing file is then an error that names it")
         parser.add_argument("--base", type=str | None, default=None,
                             help="the config this one extends (read in its place, before it; see expand_bases)")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg["offline"]:  # read by every loader of pretrained weights (dejavu.weights.is_offline)
+            os.environ["DEJAVU_OFFLINE"] = "1"
         fill_class_counts(cfg["model"]["task"], cfg["data"]["dataset"])
 
     def _parse_ckpt_path(self) -> None:
