@@ -1,6 +1,14 @@
-"""Datasets with dense ground truth: procedural scenes (no download) and CamVid."""
+"""Datasets with dense ground truth: procedural scenes (no download), and CamVid, Cityscapes, ADE20K,
+NYUD-v2, KITTI depth and a folder of your own read from their official layouts on disk."""
 
+from .ade20k import ADE20K
+from .base import DenseDataset, LabelPairs, distinct_palette
 from .camvid import CAMVID_CLASSES, CamVid
+from .cityscapes import Cityscapes
+from .folder import ImageFolder
+from .kitti import KITTIDepth
+from .nyud import NYUDv2
 from .synthetic import CLASSES, SyntheticScenes, render_scene
 
-__all__ = ["CAMVID_CLASSES", "CLASSES", "CamVid", "SyntheticScenes", "render_scene"]
+__all__ = ["ADE20K", "CAMVID_CLASSES", "CLASSES", "CamVid", "Cityscapes", "DenseDataset", "ImageFolder",
+           "KITTIDepth", "LabelPairs", "NYUDv2", "SyntheticScenes", "distinct_palette", "render_scene"]

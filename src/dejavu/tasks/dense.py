@@ -73,6 +73,11 @@ class Segmentation(Task):
                                  "boundary_iou": BoundaryIoU(self.num_classes, self.ignore_index)})
 
 
+# the KITTI evaluation crops, as fractions of the image's (height, width): (top, bottom), (left, right)
+EVAL_CROPS = {"garg": ((0.40810811, 0.99189189), (0.03594771, 0.96405229)),
+              "eigen": ((0.3324324, 0.91351351), (0.0359477, 0.96405229))}
+
+
 @register_task("depth")
 class Depth(Task):
     """Monocular depth: one channel holding log-depth; ``decode`` gives metres (``exp``).
@@ -81,6 +86,8 @@ class Depth(Task):
         loss: ``"l1"`` (on metres) or ``"silog"`` (scale-invariant log error, Eigen et al., with
             ``lambda=0.85``).
         max_depth: targets above it are left out (``None``: keep all). Targets ``<= 0`` are always left out.
+        eval_crop: evaluate inside the KITTI crop of Garg et al. (``"garg"``) or Eigen et al.
+            (``"eigen"``) only, as the KITTI literature reports (with ``max_depth=80``); ``None``: everywhere.
 
     Condition: depth normalised per image to ``[0, 1]``, so the CRM sees shape rather than scale.
 
@@ -90,10 +97,12 @@ class Depth(Task):
 
     name, key, channels, monitor = "depth", "depth", 1, ("abs_rel", "min")
 
-    def __init__(self, loss: str = "l1", max_depth: float | None = None) -> None:
+    def __init__(self, loss: str = "l1", max_depth: float | None = None, eval_crop: str | None = None) -> None:
         if loss not in ("l1", "silog"):
             raise ValueError(f"Depth: loss must be 'l1' or 'silog', got {loss!r}")
-        self.loss_kind, self.max_depth = loss, max_depth
+        if eval_crop is not None and eval_crop not in EVAL_CROPS:
+            raise ValueError(f"Depth: eval_crop must be one of {sorted(EVAL_CROPS)} or None, got {eval_crop!r}")
+        self.loss_kind, self.max_depth, self.eval_crop = loss, max_depth, eval_crop
 
     def decode(self, raw: Tensor) -> Tensor:
         return raw.clamp(-10, 10).exp()
@@ -131,7 +140,14 @@ class Depth(Task):
     def update_metrics(self, metrics: MetricCollection, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> None:
         tgt = self._target(target)
         pred = self.decode(self._resized(raw.detach().float(), tgt.shape[-2:]))
-        metrics.update(pred, torch.where(self._valid(tgt), tgt, torch.zeros_like(tgt)))
+        valid = self._valid(tgt)
+        if self.eval_crop is not None:
+            (top, bottom), (left, right) = EVAL_CROPS[self.eval_crop]
+            h, w = tgt.shape[-2:]
+            inside = torch.zeros_like(valid)
+            inside[..., int(top * h):int(bottom * h), int(left * w):int(right * w)] = True
+            valid &= inside
+        metrics.update(pred, torch.where(valid, tgt, torch.zeros_like(tgt)))
 
 
 @register_task("normals")

@@ -1,0 +1,111 @@
+"""What every dataset read from disk shares: its class names, palette and ignore label, an optional
+``transform`` of its items, and (for image / label-map pairs) the mapping of stored ids to train ids
+with an error that names the file for an id outside the classes."""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .io import read_image, read_label
+
+__all__ = ["DenseDataset", "LabelPairs", "distinct_palette"]
+
+Item = dict[str, Tensor]
+
+
+def distinct_palette(n: int) -> list[tuple[int, int, int]]:
+    """``n`` colours whose hues step by the golden ratio (neighbouring ids look different), for label
+    sets without a palette of their own.
+
+    Example:
+        >>> len(set(distinct_palette(150)))
+        150
+    """
+    return [tuple(round(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.65 + 0.35 * (i % 3) / 2,
+                                                              0.95 - 0.3 * (i % 4) / 3)) for i in range(n)]
+
+
+class DenseDataset(Dataset):
+    """Base of the datasets read from disk. A subclass lists its files and implements
+    ``load(index)``: a dict with ``image`` ``(3, H, W)`` float32 in ``[0, 1]`` and its targets at their
+    native resolution (``semantic`` ``(H, W)`` int64, ``depth`` ``(1, H, W)`` metres with 0 where
+    unknown, ``normals`` ``(3, H, W)`` with 0 where unknown). ``transform`` (e.g.
+    :func:`dejavu.data.transforms.train_transform`) maps that dict to the item returned.
+
+    Class attributes: ``classes`` (names), ``palette`` (one RGB triple per class), ``num_classes``,
+    ``ignore_index`` (the label of unlabelled pixels), ``targets`` (the keys of its items besides
+    ``image``).
+    """
+
+    classes: tuple[str, ...] = ()
+    num_classes: int = 0
+    palette: Sequence[tuple[int, int, int]] = ()
+    ignore_index: int = 255
+    targets: tuple[str, ...] = ("semantic",)
+
+    def __init__(self, transform: Callable[[Item], Item] | None = None) -> None:
+        self.transform = transform
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> Item:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Item:
+        if not 0 <= index < len(self):
+            raise IndexError(f"{type(self).__name__}: index {index} out of range for {len(self)} items")
+        item = self.load(index)
+        return self.transform(item) if self.transform is not None else item
+
+
+class LabelPairs(DenseDataset):
+    """Image files with a label map each (``self.pairs``: a list of ``(image, label)`` paths).
+
+    ``id_map``, when set, maps the stored ids to train ids (a lookup table: ``train = id_map[stored]``,
+    ``ignore_index`` for ids left out); a stored id beyond the table, or a train id that is neither a
+    class nor ``ignore_index``, is a ``ValueError`` naming the file and the value.
+    """
+
+    id_map: Tensor | None = None
+    pairs: list[tuple[Path, Path]]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> Item:
+        image_path, label_path = self.pairs[index]
+        name = type(self).__name__
+        image, label = read_image(image_path, name), read_label(label_path, name)
+        if image.shape[-2:] != label.shape:
+            raise ValueError(f"{name}: image {image_path} is {image.shape[2]}x{image.shape[1]} but label "
+                             f"{label_path} is {label.shape[1]}x{label.shape[0]}")
+        return {"image": image, "semantic": self.train_ids(label, label_path)}
+
+    def train_ids(self, label: Tensor, path: Path) -> Tensor:
+        name = type(self).__name__
+        if self.id_map is not None:
+            if label.min() < 0 or label.max() >= len(self.id_map):
+                bad = int(label.max() if label.max() >= len(self.id_map) else label.min())
+                raise ValueError(f"{name}: label file {path} has id {bad}, outside the dataset's ids "
+                                 f"0..{len(self.id_map) - 1}")
+            label = self.id_map[label]
+        bad = ((label < 0) | (label >= self.num_classes)) & (label != self.ignore_index)
+        if bad.any():
+            raise ValueError(f"{name}: label file {path} has value {int(label[bad][0])}, outside "
+                             f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}")
+        return label
+
+
+def id_table(size: int, pairs: dict[int, int], ignore_index: int) -> Tensor:
+    """A lookup table of ``size`` stored ids: ``pairs`` maps some to train ids, the rest to ``ignore_index``."""
+    table = torch.full((size,), ignore_index, dtype=torch.long)
+    for stored, train in pairs.items():
+        table[stored] = train
+    return table
