@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from dejavu.data import CLASSES, CamVid, SyntheticScenes
+from dejavu.data.transforms import train_transform
 from dejavu.training.datamodule import DenseDataModule
 
 
@@ -96,7 +97,7 @@ def test_camvid_reads_the_segnet_layout(tmp_path):
     assert item["image"].shape == (3, 12, 16) and item["image"].dtype == torch.float32
     expected = np.asarray(Image.open(tmp_path / "valannot" / "f0.png"))
     assert np.array_equal(item["semantic"].numpy(), expected)
-    resized = CamVid(tmp_path, "train", size=(6, 8))[1]
+    resized = CamVid(tmp_path, "train", transform=train_transform((6, 8), scale=(1, 1), flip=False, jitter=0))[1]
     assert resized["image"].shape == (3, 6, 8) and resized["semantic"].shape == (6, 8)
     assert set(resized["semantic"].unique().tolist()) <= set(range(12))
 

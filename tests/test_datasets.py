@@ -175,3 +175,145 @@ def test_distinct_palette_and_index_errors(tmp_path):
     write_nyud(tmp_path, n=1)
     with pytest.raises(IndexError, match="index 1 out of range for 1 items"):
         NYUDv2(tmp_path)[1]
+
+
+# ------------------------------------------------------------------------------------ transforms
+def test_train_transform_keeps_targets_aligned(tmp_path):
+    from dejavu.data.transforms import RandomFlip, eval_transform, train_transform
+
+    h, w = 10, 14
+    cols = torch.arange(w, dtype=torch.float32).expand(h, w)
+    item = {"image": (cols / w).expand(3, h, w).clone(), "semantic": cols.long() % 5,
+            "depth": (cols + 1)[None].clone(), "normals": torch.tensor([1.0, 0, 0]).view(3, 1, 1).expand(3, h, w)}
+    flipped = RandomFlip(p=1)(item)
+    assert torch.equal(flipped["semantic"], item["semantic"].flip(-1)) and (flipped["normals"][0] == -1).all()
+    torch.manual_seed(0)
+    for _ in range(10):  # scaled by 0.5-2 and cropped to 16x16: the targets follow the image exactly
+        out = train_transform((16, 16), ignore_index=255, jitter=0)(item)
+        assert all(v.shape[-2:] == (16, 16) for v in out.values())
+        padded = out["semantic"] == 255
+        assert ((out["depth"][0] == 0) == padded).all() and ((out["normals"].abs().sum(0) == 0) == padded).all()
+        inside = ~padded
+        col = out["depth"][0][inside] - 1  # depth holds the source column: the label must be its class
+        normal_x = out["normals"][0][inside]
+        assert torch.equal(out["semantic"][inside], col.long() % 5) and set(normal_x.tolist()) <= {-1.0, 1.0}
+    native = eval_transform((5, 7))(item)
+    assert native["image"].shape == (3, 5, 7) and native["semantic"].shape == (h, w)
+
+
+def test_augmentation_depends_on_seed_epoch_and_index_alone():
+    from dejavu.data.transforms import train_transform
+    from dejavu.training.datamodule import EpochShuffle, SeededItems
+
+    items = [{"image": torch.rand(3, 12, 12), "semantic": torch.zeros(12, 12, dtype=torch.long)} for _ in range(4)]
+    ds = SeededItems(items, train_transform((8, 8)), seed=3)
+    keys = list(EpochShuffle(4, seed=1, epoch=2))
+    assert sorted(k - 8 for k in keys) == [0, 1, 2, 3]  # epoch 2 of 4 items: keys 8..11
+    torch.manual_seed(0)
+    first = [ds[k]["image"] for k in keys]
+    torch.rand(100)  # whatever the global generator did in between
+    assert all(torch.equal(a, ds[k]["image"]) for a, k in zip(first, keys, strict=True))
+    assert not torch.equal(ds[8]["image"], ds[12]["image"])  # the same item in the next epoch is drawn anew
+
+
+# ------------------------------------------------------------------------------------ paper recipes
+RECIPES = {  # config, fake layout, what makes a 2-step CPU run of it small
+    "cityscapes/dejavu.yaml": (write_cityscapes, ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]),
+    "ade20k/dejavu.yaml": (write_ade20k, ["--data.size", "[64, 64]"]),
+    "nyud/multitask_dejavu.yaml": (write_nyud, ["--data.size", "[32, 64]"]),
+    "kitti/depth_dejavu.yaml": (write_kitti, ["--data.size", "[32, 64]", "--data.eval_size", "[32, 96]"]),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_paper_recipes_run_on_fake_layouts(recipe, tmp_path):
+    from pathlib import Path
+
+    from dejavu.training.lightning_cli import DejaVuCLI
+
+    write, small = RECIPES[recipe]
+    write(tmp_path / "data")
+    config = Path(__file__).parent.parent / "configs" / recipe
+    network = yaml_network(config)
+    offline = ["--model.dejavu.lpips_weights", "random"]  # the recipe's LPIPS term, with a random backbone
+    if "encoder_weights" in network:  # the recipe's encoder, without its ImageNet weights
+        offline += ["--model.network.encoder_weights", "null"]
+    DejaVuCLI(args=["fit", "--config", str(config), "--data.root", str(tmp_path / "data"), "--run_dir",
+                    str(tmp_path / "run"), "--trainer.max_steps", "2", "--trainer.limit_train_batches", "2",
+                    "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_val_batches", "1",
+                    "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.enable_progress_bar", "false",
+                    "--figure_images", "1", *small, *offline])
+    import json
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["val"]
+
+
+def yaml_network(config) -> dict:
+    from pathlib import Path
+
+    import yaml
+
+    from dejavu.training.lightning_cli import expand_bases
+
+    network: dict = {}
+    for path in expand_bases(["--config", str(config)])[1::2]:
+        network = (yaml.safe_load(Path(path).read_text()).get("model") or {}).get("network") or network
+    return network
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def test_sliding_window_and_test_time_augmentation():
+    from dejavu.tasks import Normals, Segmentation
+    from dejavu.training.inference import predict, sliding_window
+
+    def per_pixel(x):  # a "network" whose output at a pixel depends on that pixel alone
+        return torch.cat([x * 2, x.sum(1, keepdim=True)], dim=1)
+
+    image = torch.rand(2, 3, 37, 53)
+    whole = per_pixel(image)
+    assert torch.allclose(sliding_window(per_pixel, image, (16, 24), (10, 10)), whole, atol=1e-6)
+    seg = Segmentation(4)
+    assert torch.allclose(predict(per_pixel, image, seg, flip=True, window=(16, 16)), whole, atol=1e-6)
+    assert predict(per_pixel, image, seg, scales=(0.5, 1.0, 1.5)).shape == whole.shape
+    # normals mirrored back: x changes sign, so a net that always answers "facing right" averages to 0
+    right = predict(lambda x: torch.tensor([1.0, 0.5, 0.5]).view(1, 3, 1, 1).expand(2, 3, *x.shape[-2:]),
+                    image, Normals(), flip=True)
+    assert torch.allclose(right[:, 0], torch.zeros(2, 37, 53)) and torch.allclose(right[:, 1:], torch.tensor(0.5))
+    with pytest.raises(ValueError, match="scales must be positive"):
+        predict(per_pixel, image, seg, scales=(0,))
+
+
+def test_validation_of_images_of_different_sizes(tmp_path):
+    from dejavu.training.datamodule import DenseDataModule
+
+    write_ade20k(tmp_path)
+    dm = DenseDataModule("ade20k", str(tmp_path), size=(16, 16), batch_size=2)
+    with pytest.raises(ValueError, match=r"labels of different sizes.*--data\.val_batch_size 1"):
+        next(iter(dm.val_dataloader()))
+    batches = list(DenseDataModule("ade20k", str(tmp_path), size=(16, 16), val_batch_size=1).val_dataloader())
+    assert [b["image"].shape[-2:] for b in batches] == [(16, 16)] * 2  # the network sees `size`
+    assert [tuple(b["semantic"].shape[-2:]) for b in batches] == [(10, 14), (12, 9)]  # the metrics, native labels
+
+
+def test_your_own_dataset_plugs_in_by_class_path(tmp_path):
+    import json
+
+    import yaml
+
+    from dejavu.training.lightning_cli import DejaVuCLI
+
+    for split in ("train", "val"):
+        for n in range(4):
+            rgb(tmp_path / "mine/images" / split / f"{n}.png", 32, 32)
+            grey(tmp_path / "mine/labels" / split / f"{n}.png", RNG.integers(0, 3, (32, 32), dtype=np.uint8))
+    config = {"model": {"network": {"name": "unet", "width": 4, "depth": 2}, "task": {"name": "segmentation"}},
+              "data": {"dataset": {"class_path": "dejavu.data.ImageFolder",
+                                   "init_args": {"classes": ["sky", "road", "car"]}},
+                       "root": str(tmp_path / "mine"), "size": [32, 32], "batch_size": 2},
+              "trainer": {"max_epochs": 1, "enable_progress_bar": False}, "figure_images": 1}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    DejaVuCLI(args=["fit", "--config", str(tmp_path / "c.yaml"), "--run_dir", str(tmp_path / "run")])
+    saved = yaml.safe_load((tmp_path / "run/config.yaml").read_text())["model"]["task"]
+    assert saved["num_classes"] == 3 and saved["class_names"] == ["sky", "road", "car"]
+    assert 0 <= json.loads((tmp_path / "run/metrics.json").read_text())["val"]["val/mIoU"] <= 1

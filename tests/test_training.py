@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from dejavu.cli.compare import main as compare
 from dejavu.cli.compare import paired_summary
 from dejavu.cli.demo import main as demo
+from dejavu.data import CAMVID_CLASSES
 from dejavu.models import create_model
 from dejavu.training.callbacks import write_json
 from dejavu.training.lightning_cli import DejaVuCLI, expand_bases, fill_class_counts
@@ -311,9 +312,13 @@ def test_shipped_configs_build(config, tmp_path):
         args += ["--model.pretrained", "null"]
     if (spec.get("dejavu") or {}).get("regenerator_weights"):  # written by the crm_pretrain config's run
         args += ["--model.dejavu.regenerator_weights", "null"]
+    if (spec.get("dejavu") or {}).get("lpips_weight"):  # the paper recipes: LPIPS with a random backbone
+        args += ["--model.dejavu.lpips_weights", "random"]
+    if spec["network"].get("encoder_weights"):  # fetched online; here the encoder starts random
+        args += ["--model.network.encoder_weights", "null"]
     cli = DejaVuCLI(args=args, run=False)
     assert (cli.model.dejavu_loss is None) == ("dejavu" not in spec)
-    cli.model.net(torch.rand(1, 3, 64, 64))
+    cli.model.net(torch.rand(2, 3, 64, 64))  # 2: a pyramid-pooling head normalises a 1x1 map over the batch
 
 
 def test_each_dejavu_config_is_its_baseline_plus_dejavu():
@@ -370,9 +375,17 @@ def test_a_composed_run_saves_a_config_that_stands_alone(tmp_path):
 def test_class_counts_come_from_the_dataset():
     task = {"name": "multitask", "tasks": [{"name": "segmentation"}, {"name": "depth"}]}
     fill_class_counts(task, "camvid")
-    assert task["tasks"][0] == {"name": "segmentation", "num_classes": 11, "ignore_index": 11}
+    assert task["tasks"][0] == {"name": "segmentation", "num_classes": 11, "ignore_index": 11,
+                                "class_names": list(CAMVID_CLASSES)}
     with pytest.raises(ValueError, match="leave num_classes out"):
         fill_class_counts({"name": "segmentation", "num_classes": 7}, "synthetic")
+    # your own dataset, by class path: a folder's counts come from its init_args
+    folder = {"class_path": "dejavu.data.ImageFolder", "init_args": {"num_classes": 3, "ignore_index": 0}}
+    task = {"name": "segmentation"}
+    fill_class_counts(task, folder)
+    assert task == {"name": "segmentation", "num_classes": 3, "ignore_index": 0}
+    with pytest.raises(ValueError, match=r"cannot import class_path 'mine\.Nowhere'"):
+        fill_class_counts(task, {"class_path": "mine.Nowhere"})
 
 
 def test_a_crm_pretrained_on_the_ground_truth_starts_a_dejavu_run(tmp_path):

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .base import Item, LabelPairs, distinct_palette, id_table
-from .io import list_images
 
 __all__ = ["ADE20K"]
 
@@ -55,14 +54,5 @@ class ADE20K(LabelPairs):
         root = Path(root).expanduser()
         if (root / "ADEChallengeData2016").is_dir():
             root = root / "ADEChallengeData2016"
-        images, labels = root / "images" / folders[split], root / "annotations" / folders[split]
-        for folder in (images, labels):
-            if not folder.is_dir():
-                raise FileNotFoundError(f"ADE20K: missing folder {folder}; expected layout {LAYOUT}")
-        files = list_images(images)
-        if not files:
-            raise FileNotFoundError(f"ADE20K: no .jpg or .png image in {images}; expected layout {LAYOUT}")
-        self.pairs = [(image, labels / f"{image.stem}.png") for image in files]
-        for image, label in self.pairs:
-            if not label.is_file():
-                raise FileNotFoundError(f"ADE20K: image {image} has no label file {label}")
+        labels = root / "annotations" / folders[split]
+        self.pairs = self.pair_by_stem(self.image_files(root / "images" / folders[split], labels, LAYOUT), labels)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .io import read_image, read_label
+from .io import list_images, read_image, read_label
 
 __all__ = ["DenseDataset", "LabelPairs", "distinct_palette"]
 
@@ -78,6 +78,28 @@ class LabelPairs(DenseDataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def image_files(self, image_dir: Path, label_dir: Path, layout: str) -> list[Path]:
+        """The images of ``image_dir``, sorted, once both folders are known to exist (else an error naming
+        the missing one and the expected ``layout``)."""
+        name = type(self).__name__
+        for folder in (image_dir, label_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{name}: missing folder {folder}; expected layout {layout}")
+        files = list_images(image_dir)
+        if not files:
+            raise FileNotFoundError(f"{name}: no .png or .jpg image in {image_dir}; expected layout {layout}")
+        return files
+
+    def pair_by_stem(self, images: list[Path], label_dir: Path) -> list[tuple[Path, Path]]:
+        """Each image with the ``.png`` label of its stem in ``label_dir`` (an error names the first without)."""
+        labels = {p.stem: p for p in list_images(label_dir, (".png",))}
+        missing = [p for p in images if p.stem not in labels]
+        if missing:
+            raise FileNotFoundError(f"{type(self).__name__}: image {missing[0]} has no label file "
+                                    f"{label_dir / missing[0].stem}.png ({len(missing)} of {len(images)} images "
+                                    "have none)")
+        return [(p, labels[p.stem]) for p in images]
 
     def load(self, index: int) -> Item:
         image_path, label_path = self.pairs[index]

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .base import Item, LabelPairs, distinct_palette
-from .io import list_images
 
 __all__ = ["ImageFolder"]
 
@@ -50,16 +49,5 @@ class ImageFolder(LabelPairs):
         self.num_classes, self.ignore_index = len(self.classes), ignore_index
         self.palette = tuple(distinct_palette(self.num_classes))
         root = Path(root).expanduser()
-        images, labels = root / "images" / split, root / "labels" / split
-        for folder in (images, labels):
-            if not folder.is_dir():
-                raise FileNotFoundError(f"ImageFolder: missing folder {folder}; expected layout {LAYOUT}")
-        files = list_images(images)
-        if not files:
-            raise FileNotFoundError(f"ImageFolder: no .png or .jpg image in {images}; expected layout {LAYOUT}")
-        by_stem = {p.stem: p for p in list_images(labels, (".png",))}
-        missing = [p for p in files if p.stem not in by_stem]
-        if missing:
-            raise FileNotFoundError(f"ImageFolder: image {missing[0]} has no label file {labels / missing[0].stem}.png "
-                                    f"({len(missing)} of {len(files)} images have none)")
-        self.pairs = [(p, by_stem[p.stem]) for p in files]
+        labels = root / "labels" / split
+        self.pairs = self.pair_by_stem(self.image_files(root / "images" / split, labels, LAYOUT), labels)

@@ -132,7 +132,7 @@ def _total(out_channels: int | Sequence[int]) -> int:
 
 
 def create_model(name: str, out_channels: int | Sequence[int], weights: str | Path | None = None,
-                 **kwargs) -> nn.Module:
+                 normalize: str | dict[str, Sequence[float]] | None = None, **kwargs) -> nn.Module:
     """Make a network whose forward maps ``(B, 3, H, W)`` to ``(B, sum(out_channels), H, W)``.
 
     Args:
@@ -143,6 +143,10 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
             Hub cache, downloading it on first use unless ``offline=True`` or ``DEJAVU_OFFLINE=1``.
         out_channels: output channels; a list gives ``segnet_mtl`` one head per entry (others sum it).
         weights: optional local state dict file for the whole network.
+        normalize: normalise the input inside the network, ``(x - mean) / std`` on ``[0, 1]`` images:
+            ``"imagenet"`` (what pretrained encoders expect) or ``{"mean": [...], "std": [...]}``.
+            The data then stay in ``[0, 1]`` everywhere else, so DejaVu regenerates the real image,
+            and the exported model takes raw images. ``None``: no normalisation.
         **kwargs: passed to the architecture.
 
     Raises:
@@ -166,7 +170,30 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
         raise ValueError(f"create_model: unknown model {name!r}; choose from {sorted(MODELS)} or 'smp:<Arch>'")
     if weights is not None:
         load_weights(model, weights)
+    if normalize is not None:
+        normalize_input(model, normalize)
     return model
+
+
+NORMALIZATIONS = {"imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}}
+
+
+def normalize_input(model: nn.Module, normalize: str | dict[str, Sequence[float]]) -> None:
+    """Make ``model`` normalise its input first (a forward pre-hook and two non-persistent buffers: the
+    state dict is unchanged)."""
+    spec = NORMALIZATIONS.get(normalize) if isinstance(normalize, str) else normalize
+    if not isinstance(spec, dict) or set(spec) != {"mean", "std"} or any(len(spec[k]) != 3 for k in spec) \
+            or min(spec["std"]) <= 0:
+        raise ValueError(f"create_model: normalize must be one of {sorted(NORMALIZATIONS)} or "
+                         f"{{mean: [3 numbers], std: [3 numbers > 0]}}, got {normalize!r}")
+    model.register_buffer("input_mean", torch.tensor(spec["mean"]).view(1, 3, 1, 1), persistent=False)
+    model.register_buffer("input_std", torch.tensor(spec["std"]).view(1, 3, 1, 1), persistent=False)
+    model.register_forward_pre_hook(_normalise)
+
+
+def _normalise(model: nn.Module, args: tuple) -> tuple:
+    x, *rest = args
+    return ((x - model.input_mean.to(x.dtype)) / model.input_std.to(x.dtype), *rest)
 
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> list[str]:

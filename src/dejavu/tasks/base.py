@@ -42,6 +42,10 @@ class Task:
     def decode(self, raw: Tensor) -> Tensor:
         return raw
 
+    def mirror(self, raw: Tensor) -> Tensor:
+        """The raw prediction of a left-right mirrored image, mirrored back (flip test-time augmentation)."""
+        return raw.flip(-1)
+
     def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor | None:
         """The condition a perfect prediction would give (what ``condition`` makes of the ground
         truth), for DejaVu's reliance measure; ``None`` where the task has no such map."""

@@ -24,7 +24,8 @@ class Segmentation(Task):
     left out of the loss and the metrics. Metrics: ``mIoU`` (mean over classes present in prediction
     or target) and ``pixel_acc``, from torchmetrics, and ``boundary_iou`` (:class:`BoundaryIoU`).
     Condition: softmax probabilities, or with ``hard_condition=True`` their one-hot arg-max with the
-    softmax's gradient (:func:`dejavu.losses.hard_probabilities`).
+    softmax's gradient (:func:`dejavu.losses.hard_probabilities`). ``class_names`` (from the dataset
+    under ``dejavu fit``) are DejaVu-TS's text prompts unless it is given its own.
 
     Raises:
         TypeError: labels that are not integers.
@@ -33,11 +34,14 @@ class Segmentation(Task):
 
     name, key, monitor = "semantic", "semantic", ("mIoU", "max")
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, hard_condition: bool = False) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255, hard_condition: bool = False,
+                 class_names: list[str] | None = None) -> None:
         if num_classes < 2:
             raise ValueError(f"Segmentation: num_classes must be >= 2, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"Segmentation: {len(class_names)} class_names for num_classes={num_classes}")
         self.channels, self.num_classes, self.ignore_index = num_classes, num_classes, ignore_index
-        self.hard_condition = hard_condition
+        self.hard_condition, self.class_names = hard_condition, class_names
 
     def _target(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
         tgt = super()._target(target)
@@ -176,6 +180,10 @@ class Normals(Task):
     def condition(self, raw: Tensor) -> Tensor:
         return self.decode(raw)
 
+    def mirror(self, raw: Tensor) -> Tensor:
+        """Mirrored back, with the x component negated: a mirrored surface faces the other way."""
+        return raw.flip(-1) * raw.new_tensor([-1.0, 1.0, 1.0]).view(1, 3, 1, 1)
+
     def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
         return self._target(target).float()
 
@@ -229,6 +237,9 @@ class MultiTask(Task):
 
     def condition(self, raw: Tensor) -> Tensor:
         return torch.cat([t.condition(r) for t, r in zip(self.tasks, self.split(raw), strict=True)], dim=1)
+
+    def mirror(self, raw: Tensor) -> Tensor:
+        return torch.cat([t.mirror(r) for t, r in zip(self.tasks, self.split(raw), strict=True)], dim=1)
 
     def target_condition(self, target: Mapping[str, Tensor]) -> Tensor | None:
         parts = [t.target_condition(self._target(target)) for t in self.tasks]

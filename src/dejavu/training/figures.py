@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data import distinct_palette
 from ..losses import blank_condition
 from ..tasks import Depth, MultiTask, Normals, Segmentation, Task
 
@@ -27,11 +28,9 @@ def _split(task: Task, raw: Tensor) -> list[Tensor]:
 def colourise(task: Task, value: Tensor, is_target: bool) -> np.ndarray:
     """One image's ground truth or raw prediction of a single task as an RGB array ``(H, W, 3)``."""
     if isinstance(task, Segmentation):
-        labels = value if is_target else value.argmax(0)
-        cmap = plt.get_cmap("tab20", 20)
-        rgb = cmap(labels.clamp(0, 19).numpy() % 20)[..., :3]
-        rgb[labels.numpy() == task.ignore_index] = 0
-        return rgb
+        labels = (value if is_target else value.argmax(0)).numpy()
+        palette = np.array([*distinct_palette(task.num_classes), (0, 0, 0)], dtype=np.float64) / 255
+        return palette[np.where((labels >= 0) & (labels < task.num_classes), labels, task.num_classes)]
     if isinstance(task, Depth):
         d = (value if is_target else task.decode(value[None])[0])[0].numpy()
         inv = 1 / np.clip(d, 1e-3, None)  # inverse depth: near is bright, as usual for depth maps

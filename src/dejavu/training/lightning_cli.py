@@ -24,7 +24,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .callbacks import AtomicCheckpointIO, RandomState, RunArtifacts, read_checkpoint, test_metrics_name
-from .datamodule import DATASETS, DenseDataModule
+from .datamodule import DenseDataModule, dataset_class
 from .module import DejaVuModule
 
 
@@ -210,20 +210,25 @@ def _base_chain(path: Path) -> list[Path]:
         chain.append(path)
 
 
-def fill_class_counts(task: dict[str, Any], dataset: str) -> None:
-    """Take a segmentation task's ``num_classes`` and ``ignore_index`` from the dataset when the
-    config leaves them out, so they are written once; a config that gives another count is an error."""
+def fill_class_counts(task: dict[str, Any], dataset: str | dict) -> None:
+    """Take a segmentation task's ``num_classes``, ``ignore_index`` and ``class_names`` from the dataset
+    (its class, or a folder's ``init_args``) when the config leaves them out, so they are written once;
+    a config that gives another count is an error."""
+    cls, init_args = dataset_class(dataset)
+    names = init_args.get("classes") or getattr(cls, "classes", None) or None
+    known = {"num_classes": init_args.get("num_classes") or (len(names) if names else None),
+             "ignore_index": init_args.get("ignore_index", getattr(cls, "ignore_index", None)),
+             "class_names": list(names) if names else None}
     for spec in task.get("tasks") or [task]:
         if spec.get("name") != "segmentation":
             continue
-        data = DATASETS[dataset]
-        for key in ("num_classes", "ignore_index"):
-            given, known = spec.get(key), getattr(data, key)
-            if given is None:
-                spec[key] = known
-            elif key == "num_classes" and given != known:
-                raise ValueError(f"model.task: num_classes={given}, but the {dataset} dataset has {known} classes; "
-                                 f"leave num_classes out to take the dataset's")
+        for key, value in known.items():
+            given = spec.get(key)
+            if given is None and value is not None:
+                spec[key] = value
+            elif key == "num_classes" and value is not None and given != value:
+                raise ValueError(f"model.task: num_classes={given}, but the {cls.__name__} dataset has {value} "
+                                 "classes; leave num_classes out to take the dataset's")
 
 
 def fit_run(config: str | Path, run_dir: str | Path, *overrides: str) -> dict[str, Any]:

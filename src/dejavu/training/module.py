@@ -16,6 +16,8 @@ from ..losses import DejaVuLoss
 from ..models import create_model, load_weights
 from ..models.shared_attention import SharedAttention
 from ..tasks import MultiTask, Task, create_task
+from .inference import check_inference
+from .inference import predict as predict_views
 
 
 def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
@@ -48,7 +50,8 @@ class DejaVuModule(L.LightningModule):
             for the robustness study of supp. Table B.1.
         cyclic_weight: DejaVu-CL: weight of the cyclic consistency loss (paper: 0.1); needs ``dejavu``.
         text_supervision: DejaVu-TS: keyword arguments of :class:`dejavu.text.TextSupervision`
-            (``model``, ``checkpoint``, ``class_names``, ``weight`` (paper: 0.3)); needs ``dejavu``.
+            (``model``, ``checkpoint`` or ``pretrained``, ``class_names`` (default: the segmentation
+            task's), ``weight`` (paper: 0.3)); needs ``dejavu``.
         sa_weight: weight of the regeneration MSE of a DejaVu-SA network (``network.name: dejavu_sa``).
         sa_lpips_weight, sa_lpips_weights: weight of its LPIPS term (paper: 0.3, as for DejaVu) and the
             backbone weights file (see :class:`dejavu.losses.LPIPS`; ``0`` switches LPIPS off).
@@ -60,6 +63,9 @@ class DejaVuModule(L.LightningModule):
             ``target_condition``) with the run's redaction, the network frozen and not run; the run
             writes ``crm.safetensors`` for ``dejavu.regenerator_weights`` of a DejaVu run (the paper's
             "stored weights", supp. C.1). The best checkpoint is then the lowest ``val/regen_mse_gt``.
+        inference: how validation and test predict, as papers report: ``{"scales": [0.75, 1, 1.25],
+            "flip": true, "window": [512, 1024], "stride": [341, 682]}`` (any subset; see
+            :func:`dejavu.training.inference.predict`); ``None``: one pass over the whole image.
         channels_last: keep convolution weights and images in channels-last memory order (same
             numbers, about 1.8x faster on the CPUs we measured; see benchmarks/RESULTS.md).
 
@@ -86,9 +92,11 @@ class DejaVuModule(L.LightningModule):
         pretrained: str | None = None,
         channels_last: bool = True,
         crm_pretraining: bool = False,
+        inference: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_inference(inference)
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"model.optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         self.task: Task = _build("model.task", create_task, task)
@@ -107,6 +115,8 @@ class DejaVuModule(L.LightningModule):
         if cyclic_weight > 0:
             self.auxiliaries["cyclic"] = CyclicConsistency(cyclic_weight)
         if text_supervision:
+            names = getattr(self.task, "class_names", None)
+            text_supervision = {"class_names": names, **text_supervision}
             try:
                 self.auxiliaries["text"] = TextSupervision(**text_supervision)
             except TypeError as e:
@@ -215,9 +225,15 @@ class DejaVuModule(L.LightningModule):
         generator = torch.Generator(batch["image"].device).manual_seed(batch_idx)
         return self.task.prepare(batch, generator)
 
+    def evaluate(self, image: Tensor) -> Tensor:
+        """The raw prediction at evaluation: one pass, or ``inference``'s windows and augmentations."""
+        if not self.hparams.inference:
+            return self.predict(image)[0]
+        return predict_views(lambda x: self.predict(x)[0], image, self.task, **self.hparams.inference)
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         batch = self.fixed_prepare(batch, batch_idx)
-        raw = self.predict(batch["image"])[0]
+        raw = self.evaluate(batch["image"])
         self.log("val/task_loss", self.task.loss(raw, batch), batch_size=batch["image"].shape[0], sync_dist=True)
         self.task.update_metrics(self.val_metrics, raw, batch)
         if self.val_regen is not None:
@@ -242,7 +258,7 @@ class DejaVuModule(L.LightningModule):
         image = batch["image"]
         if self.hparams.test_noise > 0:
             image = image + self.hparams.test_noise * torch.randn_like(image)
-        self.task.update_metrics(self.test_metrics, self.predict(image)[0], batch)
+        self.task.update_metrics(self.test_metrics, self.evaluate(image), batch)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict({f"test/{k}": v.float() for k, v in self.test_metrics.compute().items()})
