@@ -242,7 +242,7 @@ def test_paper_recipes_run_on_fake_layouts(recipe, tmp_path):
                     str(tmp_path / "run"), "--trainer.max_steps", "2", "--trainer.limit_train_batches", "2",
                     "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_val_batches", "1",
                     "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.enable_progress_bar", "false",
-                    "--figure_images", "1", *small, *offline])
+                    "--figure_images", "2", *small, *offline])  # 2: ADE20K's differ in size
     import json
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

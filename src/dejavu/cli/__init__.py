@@ -1,7 +1,8 @@
 """The ``dejavu`` command line: it only dispatches to a command.
 
 ``fit``, ``validate`` and ``test`` are LightningCLI (:mod:`dejavu.training.lightning_cli`); ``demo``,
-``compare`` and ``bench`` are modules of this package. Each command is imported when it is asked for.
+``compare``, ``bench``, ``predict`` and ``export`` are modules of this package. Each command is imported
+when it is asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ commands:
   demo       train a baseline and a DejaVu model on synthetic scenes and compare them (no download)
   compare    train two configs over several seeds; paired differences with 95% intervals
   bench      measure DejaVu's training cost, redaction speed, data rate and zero inference cost
+  predict    run a trained network over a folder of images and write prediction files
+  export     export a trained network to ONNX or a torch.export program (dynamic batch and size)
 
 `dejavu COMMAND --help` gives the options of one command."""
 
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
         from .bench import main as bench
 
         bench(argv[1:])
+    elif argv[0] in ("predict", "export"):
+        from .deploy import export_main, predict_main
+
+        (predict_main if argv[0] == "predict" else export_main)(argv[1:])
     else:
         from ..training.lightning_cli import DejaVuCLI
 

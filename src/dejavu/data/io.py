@@ -1,4 +1,4 @@
-"""Reading dataset files: images at any bit depth, label maps as class ids, and folder listings that
+"""Reading dataset files: images at 8 or 16 bits, label maps as class ids, and folder listings that
 do not care how an extension is capitalised. Every error names the file."""
 
 from __future__ import annotations
@@ -21,21 +21,23 @@ def list_images(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> lis
 
 
 def read_image(path: Path, owner: str = "dejavu") -> Tensor:
-    """An image file as ``(3, H, W)`` float32 in ``[0, 1]``: 8- and 16-bit, grey or colour (torchvision's
-    decoder; a 16-bit file keeps its 16 bits instead of saturating). ``owner`` (the reader's name)
+    """An image file as ``(3, H, W)`` float32 in ``[0, 1]``: 8-bit grey or colour, and 16-bit grey, whose
+    16 bits are kept instead of saturating (Pillow reads it as ``I;16``). ``owner`` (the reader's name)
     starts error messages.
 
     Raises:
         ValueError: the file cannot be decoded (names it).
     """
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import to_dtype
-
     try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError, OSError) as e:
+        with Image.open(path) as im:
+            if im.mode.startswith("I;16") or im.mode == "I":
+                array = np.asarray(im, dtype=np.float32) / (65535.0 if im.mode.startswith("I;16") else 4294967295.0)
+                image = torch.from_numpy(array)[None].expand(3, -1, -1)
+            else:
+                image = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1).float().div_(255)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ValueError(f"{owner}: cannot read image file {path}: {str(e).strip() or type(e).__name__}") from None
-    return to_dtype(image, torch.float32, scale=True)
+    return image.contiguous()
 
 
 def read_label(path: Path, owner: str = "dejavu") -> Tensor:

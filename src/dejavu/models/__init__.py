@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..weights import from_hub, read_tensors
+from ..weights import from_hub, read_file, read_tensors
 from .segnet_mtl import SegNetMTL
 from .shared_attention import SharedAttention
 from .unet import UNet
 
-__all__ = ["MODELS", "SegNetMTL", "SharedAttention", "UNet", "create_model", "load_weights", "model_cost",
+__all__ = ["MODELS", "SegNetMTL", "SharedAttention", "UNet", "create_model", "load_encoder_weights", "load_weights",
+           "model_cost",
            "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -76,7 +77,7 @@ def _smp(arch: str, out_channels: int | Sequence[int], encoder: str = "resnet18"
     if encoder_weights is None or _is_path(encoder_weights):
         model = build(None)
         if encoder_weights is not None:
-            load_weights(model.encoder, encoder_weights)
+            load_encoder_weights(model.encoder, encoder_weights)
         return model
     # a weights name ("imagenet"...): smp fetches it (timm for "tu-" encoders) from the Hugging Face Hub
     repo = _hub_repo(encoder, str(encoder_weights)) or f"the {encoder_weights!r} weights of {encoder!r}"
@@ -138,7 +139,8 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
     Args:
         name: ``"unet"``, ``"segnet_mtl"``, or ``"smp:<Arch>"`` (e.g. ``"smp:Unet"``, ``"smp:FPN"``) with
             ``encoder=`` any segmentation_models_pytorch encoder name (``"tu-<timm name>"`` for timm's) and
-            optionally ``encoder_weights=``: a local state dict file of the encoder, or a weights name
+            optionally ``encoder_weights=``: a local checkpoint of the backbone as torchvision or timm
+            store it (see :func:`load_encoder_weights`), or a weights name
             such as ``"imagenet"``, which smp (timm for ``tu-`` encoders) takes from the Hugging Face
             Hub cache, downloading it on first use unless ``offline=True`` or ``DEJAVU_OFFLINE=1``.
         out_channels: output channels; a list gives ``segnet_mtl`` one head per entry (others sum it).
@@ -194,6 +196,59 @@ def normalize_input(model: nn.Module, normalize: str | dict[str, Sequence[float]
 def _normalise(model: nn.Module, args: tuple) -> tuple:
     x, *rest = args
     return ((x - model.input_mean.to(x.dtype)) / model.input_std.to(x.dtype), *rest)
+
+
+WRAPPERS = ("state_dict", "model", "state_dict_ema", "model_ema")  # where checkpoints keep the weights
+PREFIXES = ("module.", "model.", "backbone.", "encoder.")  # DDP's, timm-in-smp's, detection-style
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Load a backbone checkpoint as torchvision or timm store it (e.g. ``resnet18-f37072fd.pth``,
+    timm's ``model.safetensors``) into an encoder whose names differ by a prefix: smp's ResNet
+    encoders are torchvision's ResNet without ``fc``; its ``tu-`` encoders hold timm's model as
+    ``model.``. A checkpoint's wrapper (``state_dict``, ``model``...) and a ``module.`` prefix are
+    undone; tensors the encoder has no use for (the classifier) are left out and reported.
+
+    Returns:
+        ``{"loaded": [...], "unused": [...]}``: the encoder's tensors that were loaded, and the file's
+        that were not (its classifier, typically).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an unreadable file, or one that leaves encoder tensors without a value or gives
+            one of another shape (named, with the file: not this encoder's weights).
+    """
+    raw = read_file(path, "encoder weights file")
+    for key in WRAPPERS:
+        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
+            raw = raw[key]
+    if not isinstance(raw, dict):
+        raise ValueError(f"encoder weights file {path} holds {type(raw).__name__}, not a state dict")
+    state = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    own = encoder.state_dict()
+    found, used = {}, set()
+    for name in own:
+        for candidate in _candidates(name):
+            if candidate in state:
+                found[name] = state[candidate]
+                used.add(candidate)
+                break
+    missing = [k for k in own if k not in found and not k.endswith("num_batches_tracked")]
+    shape = [k for k, v in found.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if missing or shape:
+        first = (f"no value for {missing[0]!r}" if missing else
+                 f"{shape[0]!r} has shape {tuple(found[shape[0]].shape)}, the encoder {tuple(own[shape[0]].shape)}")
+        raise ValueError(f"encoder weights file {path} does not fit the {type(encoder).__name__} encoder: {first} "
+                         f"({len(missing)} without a value, {len(shape)} of another shape); it holds the weights of "
+                         "another architecture")
+    encoder.load_state_dict(found, strict=False)
+    return {"loaded": sorted(found), "unused": sorted(set(state) - used)}
+
+
+def _candidates(name: str) -> list[str]:
+    """The names an encoder tensor may have in a checkpoint: its own, without a wrapper prefix, with one."""
+    bare = next((name[len(p):] for p in PREFIXES if name.startswith(p)), name)
+    return [name, bare, *(p + bare for p in PREFIXES)]
 
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> list[str]:

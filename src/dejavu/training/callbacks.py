@@ -13,10 +13,12 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.fabric.plugins import CheckpointIO
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
+from ..data import distinct_palette
 from ..weights import read_file
 from .figures import module_figure
 
@@ -106,8 +108,21 @@ def export_inference_model(module, run_dir: Path) -> dict[str, Path]:
     atomic_write(paths["pt"], lambda tmp: torch.save(state, tmp))
     hp = module.hparams
     write_json(paths["json"], {"network": dict(hp.network), "task": dict(hp.task),
-                               "parameters": sum(v.numel() for v in module.net.parameters())})
+                               "parameters": sum(v.numel() for v in module.net.parameters()),
+                               **data_facts(getattr(module.trainer, "datamodule", None) if module._trainer else None)})
     return paths
+
+
+def data_facts(datamodule: Any) -> dict[str, Any]:
+    """What ``dejavu predict`` needs to know of the data: the size the network saw at evaluation
+    (``input_size``; ``None``: each image's own) and the dataset's class names and palette."""
+    if datamodule is None or not hasattr(datamodule, "dataset_class"):
+        return {}
+    cls, args = datamodule.dataset_class, datamodule.init_args
+    classes = args.get("classes") or getattr(cls, "classes", None)
+    palette = getattr(cls, "palette", None) or (distinct_palette(len(classes)) if classes else None)
+    return {"input_size": datamodule.eval_size(), "classes": list(classes) if classes else None,
+            "palette": [list(c) for c in palette] if palette else None}
 
 
 def test_metrics_name(split: str, noise: float) -> str:
@@ -120,10 +135,22 @@ def _floats(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def spread_batch(dataset, n: int) -> dict[str, Any]:
-    """``n`` items spread evenly over ``dataset`` (neighbouring video frames look alike), as one batch."""
+    """``n`` items spread evenly over ``dataset`` (neighbouring video frames look alike), as one batch;
+    targets kept at native resolution are resized (nearest) to their image, to be shown beside it."""
     count = min(n, len(dataset))
     indices = torch.linspace(0, len(dataset) - 1, count).round().long().tolist()
-    return next(iter(DataLoader([dataset[i] for i in indices], batch_size=count)))
+    return next(iter(DataLoader([_at_image_size(dataset[i]) for i in indices], batch_size=count)))
+
+
+def _at_image_size(item: dict[str, Any]) -> dict[str, Any]:
+    size = item["image"].shape[-2:]
+    out = dict(item)
+    for key, value in item.items():
+        if key != "image" and isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[-2:] != size:
+            grid = value[None, None] if value.dim() == 2 else value[None]
+            resized = F.interpolate(grid.float(), size=tuple(size), mode="nearest")
+            out[key] = (resized[0, 0] if value.dim() == 2 else resized[0]).to(value.dtype)
+    return out
 
 
 class RandomState(L.Callback):
@@ -167,7 +194,8 @@ class RunArtifacts(L.Callback):
         if loader is None or self.figure_images <= 0:
             return
         batch = spread_batch(loader.dataset, self.figure_images)
-        atomic_write(self.run_dir / name, lambda tmp: module_figure(module, batch, tmp))
+        palette = data_facts(trainer.datamodule).get("palette")
+        atomic_write(self.run_dir / name, lambda tmp: module_figure(module, batch, tmp, palette=palette))
 
     def on_fit_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:

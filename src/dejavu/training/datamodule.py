@@ -202,6 +202,11 @@ class DenseDataModule(L.LightningDataModule):
         size = self.hparams.eval_size if evaluation and self.hparams.eval_size != "size" else self.hparams.size
         return None if self.dataset_class is SyntheticScenes or size in (None, "native") else tuple(size)
 
+    def eval_size(self) -> list[int] | None:
+        """The ``(H, W)`` the network sees at evaluation (synthetic scenes: their size), ``None`` for native."""
+        size = self.hparams.size if self.dataset_class is SyntheticScenes else self._size(evaluation=True)
+        return list(size) if size else None
+
     def train_dataset(self) -> Dataset:
         ds = self._dataset("train")
         if self.hparams.label_fraction < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -25,11 +26,15 @@ def _split(task: Task, raw: Tensor) -> list[Tensor]:
     return task.split(raw) if isinstance(task, MultiTask) else [raw]
 
 
-def colourise(task: Task, value: Tensor, is_target: bool) -> np.ndarray:
-    """One image's ground truth or raw prediction of a single task as an RGB array ``(H, W, 3)``."""
+def colourise(task: Task, value: Tensor, is_target: bool, palette: Sequence[Sequence[int]] | None = None
+              ) -> np.ndarray:
+    """One image's ground truth or raw prediction of a single task as an RGB array ``(H, W, 3)``;
+    segmentation in ``palette`` (the dataset's; default :func:`dejavu.data.distinct_palette`), ignored
+    pixels black."""
     if isinstance(task, Segmentation):
         labels = (value if is_target else value.argmax(0)).numpy()
-        palette = np.array([*distinct_palette(task.num_classes), (0, 0, 0)], dtype=np.float64) / 255
+        colours = list(palette)[:task.num_classes] if palette else distinct_palette(task.num_classes)
+        palette = np.array([*colours, (0, 0, 0)], dtype=np.float64) / 255
         return palette[np.where((labels >= 0) & (labels < task.num_classes), labels, task.num_classes)]
     if isinstance(task, Depth):
         d = (value if is_target else task.decode(value[None])[0])[0].numpy()
@@ -45,7 +50,8 @@ def colourise(task: Task, value: Tensor, is_target: bool) -> np.ndarray:
 
 def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[str, Tensor],
                   predictions: dict[str, Tensor], redacted: Tensor | None = None,
-                  regenerated: Tensor | None = None, regenerated_blank: Tensor | None = None) -> Path:
+                  regenerated: Tensor | None = None, regenerated_blank: Tensor | None = None,
+                  palette: Sequence[Sequence[int]] | None = None) -> Path:
     """Write a grid, one row per image: input, ground truth and prediction per task, redacted, regenerated.
 
     Args:
@@ -60,10 +66,10 @@ def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[st
         ("input", [im.permute(1, 2, 0).clamp(0, 1).numpy() for im in images])
     ]
     for i, t in enumerate(_tasks(task)):
-        columns.append((f"{t.name}: ground truth", [colourise(t, y, True) for y in targets[t.key]]))
+        columns.append((f"{t.name}: ground truth", [colourise(t, y, True, palette) for y in targets[t.key]]))
         for name, raw in predictions.items():
             part = _split(task, raw)[i]
-            columns.append((f"{t.name}: {name}", [colourise(t, p, False) for p in part]))
+            columns.append((f"{t.name}: {name}", [colourise(t, p, False, palette) for p in part]))
     for title, extra in (("redacted", redacted), ("regenerated", regenerated),
                          ("regenerated from a blank condition", regenerated_blank)):
         if extra is not None:
@@ -86,7 +92,8 @@ def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[st
 
 
 @torch.no_grad()
-def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_seed: int = 0) -> Path:
+def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_seed: int = 0,
+                  palette: Sequence[Sequence[int]] | None = None) -> Path:
     """The figure for a trained :class:`~dejavu.training.module.DejaVuModule` on one batch (eval mode)."""
     was_training = module.training
     module.eval()
@@ -108,4 +115,5 @@ def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_
     module.train(was_training)
     cpu = {k: v.float().cpu() if k == "image" else v.cpu() for k, v in batch.items()}
     images = [None if x is None else x.float().cpu() for x in (redacted, regenerated, blank)]
-    return dejavu_figure(path, cpu["image"], module.task, cpu, {"prediction": raw.float().cpu()}, *images)
+    return dejavu_figure(path, cpu["image"], module.task, cpu, {"prediction": raw.float().cpu()}, *images,
+                         palette=palette)

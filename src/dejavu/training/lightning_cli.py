@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import yaml
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -167,8 +168,14 @@ class DejaVuCLI(LightningCLI):
             kwargs["callbacks"].append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last",
                                                        every_n_train_steps=cfg["last_every_n_steps"],
                                                        enable_version_counter=False))
-        kwargs["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
-        kwargs["plugins"] = [AtomicCheckpointIO()]
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        if trainer_cfg.get("logger") in (None, True):  # the user's logger(s) stay; TensorBoard is the default
+            kwargs["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+        plugins = trainer_cfg.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):  # atomic checkpoints unless the user has own
+            plugins.append(AtomicCheckpointIO())
+        kwargs["plugins"] = plugins
         kwargs["default_root_dir"] = str(run_dir)
         return super().instantiate_trainer(**kwargs)
 

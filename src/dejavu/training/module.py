@@ -32,6 +32,27 @@ def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
 
 
 RELIANCE_KEYS = ("regen_mse", "regen_mse_blank", "regen_mse_gt")
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+HEADS = ("head", "heads", "segmentation_head")
+
+
+def parameter_groups(module: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 1.0,
+                     no_decay_norm_bias: bool = False) -> list[dict[str, Any]]:
+    """The trainable parameters of ``module`` in optimiser groups by learning rate and weight decay:
+    the network's head (:data:`HEADS`, or all but an smp network's ``encoder``) at ``head_lr_mult * lr``,
+    normalisation parameters and biases without decay when ``no_decay_norm_bias``. The CRM and other
+    auxiliaries train at ``lr``."""
+    net = getattr(module, "net", module)
+    head = {id(p) for name, p in net.named_parameters()
+            if (name.split(".")[0] != "encoder" if hasattr(net, "encoder") else name.split(".")[0] in HEADS)}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for owner in module.modules():
+        for name, p in owner.named_parameters(recurse=False):
+            if p.requires_grad:
+                quiet = no_decay_norm_bias and (isinstance(owner, NORMS) or name == "bias")
+                groups.setdefault((id(p) in head and head_lr_mult != 1, quiet), []).append(p)
+    return [{"params": params, "lr": lr * (head_lr_mult if is_head else 1.0),
+             "weight_decay": 0.0 if quiet else weight_decay} for (is_head, quiet), params in groups.items()]
 
 
 class DejaVuModule(L.LightningModule):
@@ -46,6 +67,11 @@ class DejaVuModule(L.LightningModule):
         optimizer: ``"sgd"`` (momentum 0.9) or ``"adamw"``.
         lr, weight_decay: optimiser settings; the learning rate follows the polynomial schedule
             ``lr * (1 - step / total) ** poly_power`` (the DejaVu supplementary, section C: power 2).
+        warmup_steps: ramp the learning rate linearly from ``lr / warmup_steps`` over these first
+            steps (0: none), as recipes for pretrained backbones do.
+        head_lr_mult: the head trains at ``head_lr_mult * lr``: everything of an smp network but its
+            (pretrained) encoder, or a built-in network's ``head`` / ``heads``.
+        no_decay_norm_bias: no weight decay on normalisation layers' parameters and biases.
         test_noise: standard deviation of Gaussian noise added to test images (in [0, 1] units),
             for the robustness study of supp. Table B.1.
         cyclic_weight: DejaVu-CL: weight of the cyclic consistency loss (paper: 0.1); needs ``dejavu``.
@@ -93,6 +119,9 @@ class DejaVuModule(L.LightningModule):
         channels_last: bool = True,
         crm_pretraining: bool = False,
         inference: dict[str, Any] | None = None,
+        warmup_steps: int = 0,
+        head_lr_mult: float = 1.0,
+        no_decay_norm_bias: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -203,18 +232,19 @@ class DejaVuModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
+        groups = parameter_groups(self, hp.lr, hp.weight_decay, hp.head_lr_mult, hp.no_decay_norm_bias)
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
         else:
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        power = hp.poly_power
+            opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        power, warmup = hp.poly_power, hp.warmup_steps
 
         def poly(step: int) -> float:
             # the total is asked for from the first step on, not here: asking now would build the training
             # loader before a resumed run has restored its position in the data
             total = 1 if step == 0 else max(1, int(self.trainer.estimated_stepping_batches))
-            return max(0.0, 1 - step / total) ** power
+            ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+            return ramp * max(0.0, 1 - step / total) ** power
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, poly)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

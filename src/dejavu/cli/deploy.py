@@ -1,0 +1,225 @@
+"""``dejavu predict`` and ``dejavu export``: from a trained run to prediction files and to the programs
+deployment runtimes take. Both read the run's inference model (``model.json`` + ``model.safetensors``:
+the network alone, never the CRM)."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..data import distinct_palette
+from ..data.io import IMAGE_SUFFIXES, list_images, read_image
+from ..models import create_model, load_weights
+from ..tasks import Depth, MultiTask, Normals, Segmentation, Task, create_task
+
+__all__ = ["export_main", "load_run", "predict_main"]
+
+FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
+DEPTH_SCALE = 256.0  # 16-bit depth PNGs hold metres x 256, KITTI's convention (up to 256 m)
+
+
+def load_run(path: str | Path) -> tuple[nn.Module, Task, dict[str, Any]]:
+    """The inference network (eval mode, on the CPU), its task and ``model.json`` of a run folder (or
+    of a ``model.json`` / ``model.safetensors`` path inside one).
+
+    Raises:
+        FileNotFoundError: no such folder, or one without ``model.json`` and ``model.safetensors``
+            (not a finished run: the message says what is missing).
+    """
+    run = Path(path).expanduser()
+    run = run.parent if run.suffix in (".json", ".safetensors") else run
+    missing = [name for name in ("model.json", "model.safetensors") if not (run / name).is_file()]
+    if not run.is_dir() or missing:
+        raise FileNotFoundError(f"{run} is not a finished run folder: it lacks {' and '.join(missing) or 'itself'}; "
+                                "give the --run_dir of a `dejavu fit` that completed")
+    meta = json.loads((run / "model.json").read_text())
+    task = create_task(**meta["task"])
+    heads = [t.channels for t in task.tasks] if isinstance(task, MultiTask) else task.channels
+    spec = dict(meta["network"])
+    net = create_model(spec.pop("name"), heads, **{k: v for k, v in spec.items() if k != "encoder_weights"})
+    load_weights(net, run / "model.safetensors")
+    return net.eval(), task, meta
+
+
+# ---------------------------------------------------------------------------------- export
+def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, int] = (256, 256),
+           batch: int = 2) -> tuple[Path, float]:
+    """Export a run's network to ``fmt`` (``"onnx"`` or ``"exported-program"``) with a dynamic batch,
+    height and width, and check it against the eager network on a random input of ``batch x 3 x size``.
+
+    Returns:
+        the file written (``RUN/model.onnx`` or ``RUN/model.pt2`` by default) and the largest absolute
+        difference from the eager output.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"dejavu export: --format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    net, _, _ = load_run(run)
+    out = Path(out) if out else Path(run) / FORMATS[fmt]
+    x = torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(0))
+    dynamic = {"x": {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}}
+    with torch.no_grad():
+        expected = net(x)
+        if fmt == "exported-program":
+            program = torch.export.export(net, (x,), dynamic_shapes=dynamic)
+            torch.export.save(program, out)
+            got = torch.export.load(out).module()(x)
+        else:
+            try:
+                import onnxruntime
+            except ImportError:
+                raise SystemExit("dejavu export --format onnx needs onnx, onnxscript and onnxruntime: "
+                                 "pip install 'dejavu-dense[export]'") from None
+            torch.onnx.export(net, (x,), out, dynamo=True, dynamic_shapes=dynamic, input_names=["image"],
+                              output_names=["prediction"], verbose=False)
+            session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    return out, float((got - expected).abs().max())
+
+
+def export_main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="dejavu export", description="Export a run's inference network (no CRM) "
+                                "with a dynamic batch, height and width, checked against the eager network.")
+    p.add_argument("run", help="a finished run folder (holding model.json and model.safetensors)")
+    p.add_argument("--format", default="onnx", choices=sorted(FORMATS),
+                   help="onnx (runs in onnxruntime, TensorRT...) or exported-program (torch.export's .pt2)")
+    p.add_argument("--out", type=Path, help="output file (default RUN/model.onnx or RUN/model.pt2)")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
+                   help="the example input's size (the exported program accepts other sizes)")
+    a = p.parse_args(argv)
+    out, diff = export(a.run, a.format, a.out, tuple(a.size))
+    print(f"wrote {out}; largest difference from the eager network on a random input: {diff:.2e}")
+
+
+# ---------------------------------------------------------------------------------- predict
+def _inputs(source: str) -> list[Path]:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = list_images(path)
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(f) for f in glob.glob(source) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"dejavu predict: no image in {source} (a folder, a file or a glob of "
+                                f"{'/'.join(IMAGE_SUFFIXES)} files)")
+    return files
+
+
+def _outputs(task: Task, stem: str, overlay: bool, raw_ids: bool) -> list[str]:
+    names = []
+    for t in task.tasks if isinstance(task, MultiTask) else [task]:
+        if isinstance(t, Segmentation):
+            names += [f"{stem}.png"] + ([f"{stem}_ids.png"] if raw_ids else [])
+        elif isinstance(t, Depth):
+            names += [f"{stem}_depth.png", f"{stem}_depth.npy"]
+        elif isinstance(t, Normals):
+            names += [f"{stem}_normals.png"]
+    return names + ([f"{stem}_overlay.png"] if overlay else [])
+
+
+def _palette(task: Segmentation, meta: dict[str, Any]) -> list[int]:
+    colours = [tuple(c) for c in meta.get("palette") or distinct_palette(task.num_classes)]
+    return [v for c in colours[:256] for v in c]
+
+
+def _save(task: Task, raw: Tensor, stem: str, out: Path, meta: dict[str, Any], raw_ids: bool) -> list[np.ndarray]:
+    """Write one image's prediction files; returns the RGB views for an overlay."""
+    views = []
+    parts = task.split(raw[None]) if isinstance(task, MultiTask) else [raw[None]]
+    for t, part in zip(task.tasks if isinstance(task, MultiTask) else [task], parts, strict=True):
+        if isinstance(t, Segmentation):
+            ids = part[0].argmax(0).numpy()
+            indexed = Image.fromarray(ids.astype(np.uint8), mode="P")
+            indexed.putpalette(_palette(t, meta))
+            indexed.save(out / f"{stem}.png")
+            if raw_ids:
+                dtype = np.uint16 if t.num_classes > 256 else np.uint8
+                Image.fromarray(ids.astype(dtype)).save(out / f"{stem}_ids.png")
+            views.append(np.asarray(indexed.convert("RGB")))
+        elif isinstance(t, Depth):
+            metres = t.decode(part)[0, 0].numpy().astype(np.float32)
+            np.save(out / f"{stem}_depth.npy", metres)
+            Image.fromarray(np.clip(metres * DEPTH_SCALE, 0, 65535).astype(np.uint16)).save(out / f"{stem}_depth.png")
+            inverse = 1 / np.clip(metres, 1e-3, None)
+            views.append((255 * (inverse - inverse.min()) / max(np.ptp(inverse), 1e-6)).astype(np.uint8)[..., None]
+                         .repeat(3, -1))
+        elif isinstance(t, Normals):
+            rgb = ((t.decode(part)[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+            Image.fromarray(rgb).save(out / f"{stem}_normals.png")
+            views.append(rgb)
+    return views
+
+
+def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int] | None = None,
+            batch_size: int = 4, device: str = "cpu", overwrite: bool = False, overlay: bool = False,
+            raw_ids: bool = False) -> list[Path]:
+    """Run a trained network over images and write, per image ``STEM``: segmentation as ``STEM.png``
+    (indexed with the dataset's palette; ``STEM_ids.png`` the class ids when ``raw_ids``), depth as
+    ``STEM_depth.png`` (uint16, metres x 256) and ``STEM_depth.npy`` (float32 metres), normals as
+    ``STEM_normals.png`` (RGB = (n + 1) / 2); ``STEM_overlay.png`` (image beside its predictions)
+    when ``overlay``.
+
+    Every image is resized to ``size`` (default: the size the run evaluated at, from ``model.json``;
+    ``None`` there: the image's own size, one at a time) for the network, and the prediction resized
+    back to the image's size (bilinear on the raw output).
+
+    Raises:
+        FileNotFoundError: a run folder that is not one, no image found.
+        FileExistsError: an output that exists, without ``overwrite`` (named; nothing is written).
+        ValueError: an unreadable image (named).
+    """
+    net, task, meta = load_run(run)
+    net = net.to(device)
+    files, out = _inputs(str(source)), Path(out)
+    size = tuple(size) if size else (tuple(meta["input_size"]) if meta.get("input_size") else None)
+    expected = [out / name for f in files for name in _outputs(task, f.stem, overlay, raw_ids)]
+    if len({p.name for p in expected}) != len(expected):
+        raise ValueError("dejavu predict: two input images share a file stem; their outputs would collide")
+    existing = [p for p in expected if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"dejavu predict: {existing[0]} exists ({len(existing)} outputs do); pass --overwrite "
+                              "to replace them or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    step = batch_size if size else 1
+    for start in tqdm(range(0, len(files), step), desc="dejavu predict", unit="batch"):
+        chunk = files[start:start + step]
+        images = [read_image(f, "dejavu predict") for f in chunk]
+        x = torch.stack([F.interpolate(im[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+                         for im in images]) if size else images[0][None]
+        with torch.no_grad():
+            raw = net(x.to(device)).float().cpu()
+        for f, image, r in zip(chunk, images, raw, strict=True):
+            r = F.interpolate(r[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
+            views = _save(task, r, f.stem, out, meta, raw_ids)
+            if overlay:
+                rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+                Image.fromarray(np.concatenate([rgb, *views], axis=1)).save(out / f"{f.stem}_overlay.png")
+    return expected
+
+
+def predict_main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="dejavu predict", description="Run a trained network over images and "
+                                "write its predictions (see the README: Training with the dejavu command).")
+    p.add_argument("run", help="a finished run folder (holding model.json and model.safetensors)")
+    p.add_argument("input", help="a folder of images, one image, or a quoted glob ('photos/*.jpg')")
+    p.add_argument("--out", required=True, help="folder for the prediction files")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="the size the network sees (default: the run's evaluation size)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps...")
+    p.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
+    p.add_argument("--overlay", action="store_true", help="also write each image beside its predictions")
+    p.add_argument("--raw-ids", action="store_true", help="also write segmentation class ids as a grey PNG")
+    a = p.parse_args(argv)
+    written = predict(a.run, a.input, a.out, a.size, a.batch_size, a.device, a.overwrite, a.overlay, a.raw_ids)
+    print(f"wrote {len(written)} files to {a.out}")

@@ -1,0 +1,150 @@
+"""From a trained run to prediction files and exported programs; pretrained backbones as torchvision
+and timm store them; the training command keeps the user's logger; optimiser groups and warm-up."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import save_file
+
+from dejavu.cli import main as dejavu
+from dejavu.cli.deploy import export, load_run, predict
+from dejavu.data import SyntheticScenes
+from dejavu.models import create_model
+from dejavu.training.module import parameter_groups
+
+EXPORT_TOLERANCE = 1e-4  # largest absolute difference of an exported program's output from the eager network's
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny multi-task DejaVu run (segmentation, depth, normals), so every output kind is written and
+    the CRM exists in training."""
+    root = tmp_path_factory.mktemp("deploy")
+    config = {
+        "model": {"network": {"name": "unet", "width": 4, "depth": 2},
+                  "task": {"name": "multitask", "tasks": [{"name": "segmentation"}, {"name": "depth"},
+                                                          {"name": "normals"}]},
+                  "dejavu": {"redaction": {"name": "checkerboard", "block_size": 8}, "lpips_weight": 0.0},
+                  "optimizer": "adamw", "lr": 0.003},
+        "data": {"dataset": "synthetic", "size": [32, 32], "batch_size": 4, "train_length": 8, "val_length": 4},
+        "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False},
+        "figure_images": 1,
+    }
+    (root / "c.yaml").write_text(yaml.safe_dump(config))
+    dejavu(["fit", "--config", str(root / "c.yaml"), "--run_dir", str(root / "run")])
+    images = root / "images"
+    images.mkdir()
+    for i, size in enumerate(((40, 56), (32, 32), (24, 70))):  # any size: resized for the network and back
+        rgb = (SyntheticScenes(3, size=size)[i]["image"].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(rgb).save(images / f"scene{i}.png")
+    return root
+
+
+def test_predict_writes_the_documented_files(run, tmp_path):
+    out = tmp_path / "pred"
+    dejavu(["predict", str(run / "run"), str(run / "images"), "--out", str(out), "--overlay", "--raw-ids"])
+    meta = json.loads((run / "run" / "model.json").read_text())
+    assert meta["input_size"] == [32, 32] and len(meta["classes"]) == 6
+    seg = Image.open(out / "scene2.png")
+    assert seg.mode == "P" and seg.size == (70, 24) and seg.getpalette()[:6] == [c for rgb in meta["palette"][:2]
+                                                                                  for c in rgb]
+    assert np.array_equal(np.asarray(seg), np.asarray(Image.open(out / "scene2_ids.png")))
+    depth_png, depth = Image.open(out / "scene0_depth.png"), np.load(out / "scene0_depth.npy")
+    assert depth_png.mode.startswith("I;16") and depth.shape == (40, 56) and depth.dtype == np.float32
+    assert np.allclose(np.asarray(depth_png) / 256, depth, atol=1 / 256)
+    assert Image.open(out / "scene1_normals.png").mode == "RGB"
+    assert Image.open(out / "scene0_overlay.png").size == (4 * 56, 40)  # image, segmentation, depth, normals
+    with pytest.raises(FileExistsError, match=r"scene0\.png exists .*--overwrite"):
+        predict(run / "run", str(run / "images"), out)
+    predict(run / "run", str(run / "images" / "*.png"), out, overwrite=True, batch_size=2)
+
+
+def test_predict_errors_name_the_problem(run, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"not a finished run folder: it lacks model\.json"):
+        predict(tmp_path, str(run / "images"), tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="no image in"):
+        predict(run / "run", str(tmp_path / "nowhere"), tmp_path / "o")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot read image file .*bad\.png"):
+        predict(run / "run", str(tmp_path / "bad.png"), tmp_path / "o")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
+def test_export_matches_the_eager_network_without_the_crm(run, fmt, tmp_path):
+    out, diff = export(run / "run", fmt, tmp_path / f"m.{fmt}", size=(48, 64))
+    assert out.is_file() and diff < EXPORT_TOLERANCE
+    if fmt == "onnx":  # the command: its default file is in the run folder
+        dejavu(["export", str(run / "run"), "--format", "onnx", "--size", "32", "32"])
+        assert (run / "run" / "model.onnx").is_file()
+    net, _, meta = load_run(run / "run")
+    x = torch.rand(3, 3, 40, 56)  # another batch and size than the export's example: the shapes are dynamic
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime
+
+        got = onnxruntime.InferenceSession(str(out)).run(None, {"image": x.numpy()})[0]
+        weights = sum(int(np.prod(t.dims)) for t in onnx.load(str(out)).graph.initializer)
+    else:
+        program = torch.export.load(out)
+        got = program.module()(x).detach().numpy()
+        weights = sum(v.numel() for v in program.state_dict.values())
+    assert np.abs(got - net(x).detach().numpy()).max() < EXPORT_TOLERANCE
+    assert weights <= meta["parameters"] + 1000  # the network's weights (and BN statistics), no CRM's
+
+
+def test_torchvision_and_timm_checkpoints_load_into_smp_encoders(tmp_path):
+    import timm
+    import torchvision
+
+    tv = torchvision.models.resnet18()
+    torch.save(tv.state_dict(), tmp_path / "resnet18-f37072fd.pth")
+    model = create_model("smp:Unet", 3, encoder="resnet18", encoder_weights=str(tmp_path / "resnet18-f37072fd.pth"))
+    torch.testing.assert_close(model.encoder.conv1.weight, tv.conv1.weight)
+    tm = timm.create_model("resnet18", pretrained=False)
+    save_file(tm.state_dict(), str(tmp_path / "model.safetensors"))  # as timm's hub repositories store it
+    model = create_model("smp:Unet", 3, encoder="tu-resnet18", encoder_weights=str(tmp_path / "model.safetensors"))
+    torch.testing.assert_close(model.encoder.model.conv1.weight, tm.conv1.weight)
+    from dejavu.models import load_encoder_weights
+
+    report = load_encoder_weights(create_model("smp:Unet", 3, encoder="resnet18").encoder,
+                                  tmp_path / "resnet18-f37072fd.pth")
+    assert report["unused"] == ["fc.bias", "fc.weight"] and "conv1.weight" in report["loaded"]
+    torch.save(create_model("unet", 3).state_dict(), tmp_path / "unet.pt")
+    with pytest.raises(ValueError, match=r"unet\.pt does not fit the ResNetEncoder encoder: no value for"):
+        create_model("smp:Unet", 3, encoder="resnet18", encoder_weights=str(tmp_path / "unet.pt"))
+
+
+def test_the_users_logger_is_kept(tmp_path):
+    config = {"model": {"network": {"name": "unet", "width": 4, "depth": 2},
+                        "task": {"name": "segmentation", "num_classes": 6}},
+              "data": {"dataset": "synthetic", "size": [32, 32], "batch_size": 4, "train_length": 8, "val_length": 4},
+              "trainer": {"max_epochs": 1, "enable_progress_bar": False, "log_every_n_steps": 1,
+                          "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                     "init_args": {"save_dir": str(tmp_path / "csv")}}},
+              "figure_images": 1}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    dejavu(["fit", "--config", str(tmp_path / "c.yaml"), "--run_dir", str(tmp_path / "run")])
+    assert list((tmp_path / "csv").rglob("metrics.csv")) and not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_parameter_groups_and_warm_up():
+    net = create_model("smp:Unet", 3, encoder="resnet18")
+    groups = parameter_groups(net, lr=0.01, weight_decay=1e-4, head_lr_mult=10, no_decay_norm_bias=True)
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    assert by_id[id(net.encoder.conv1.weight)]["lr"] == 0.01 and by_id[id(net.encoder.conv1.weight)]["weight_decay"]
+    assert by_id[id(net.segmentation_head[0].weight)]["lr"] == pytest.approx(0.1)
+    assert by_id[id(net.encoder.bn1.weight)]["weight_decay"] == 0 and by_id[id(net.segmentation_head[0].bias)][
+        "weight_decay"] == 0
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    plain = parameter_groups(net, lr=0.01, weight_decay=1e-4)
+    assert len(plain) == 1 and plain[0]["lr"] == 0.01
+    from dejavu.training.module import DejaVuModule
+
+    module = DejaVuModule({"name": "unet", "width": 4, "depth": 2}, {"name": "segmentation", "num_classes": 3},
+                          lr=0.01, warmup_steps=4)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 / 4)  # step 0 of a 4-step linear warm-up
