@@ -216,12 +216,23 @@ def test_augmentation_depends_on_seed_epoch_and_index_alone():
     assert not torch.equal(ds[8]["image"], ds[12]["image"])  # the same item in the next epoch is drawn anew
 
 
+def write_kitti_raw(root):
+    write_kitti(root)  # frames 0..2 of one drive, with annotated depth
+    (root / "raw/2011_09_26/calib_cam_to_cam.txt").write_text(
+        "calib_time: 09-Jan-2012 13:57:47\n"
+        "S_rect_02: 1.242000e+03 3.750000e+02\n"
+        "P_rect_02: 7.215377e+02 0 6.095593e+02 4.485728e+01 0 7.215377e+02 1.728540e+02 2.163791e-01 0 0 1 0\n")
+    for split in ("train", "val"):
+        (root / f"splits/{split}_files.txt").write_text("2011_09_26/2011_09_26_drive_0002_sync 1 l\n")
+
+
 # ------------------------------------------------------------------------------------ paper recipes
 RECIPES = {  # config, fake layout, what makes a 2-step CPU run of it small
     "cityscapes/dejavu.yaml": (write_cityscapes, ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]),
     "ade20k/dejavu.yaml": (write_ade20k, ["--data.size", "[64, 64]"]),
     "nyud/multitask_dejavu.yaml": (write_nyud, ["--data.size", "[32, 64]"]),
     "kitti/depth_dejavu.yaml": (write_kitti, ["--data.size", "[32, 64]", "--data.eval_size", "[32, 96]"]),
+    "kitti/selfsup_depth_dejavu.yaml": (write_kitti_raw, ["--data.size", "[32, 64]", "--data.batch_size", "1"]),
 }
 
 
@@ -317,3 +328,66 @@ def test_your_own_dataset_plugs_in_by_class_path(tmp_path):
     saved = yaml.safe_load((tmp_path / "run/config.yaml").read_text())["model"]["task"]
     assert saved["num_classes"] == 3 and saved["class_names"] == ["sky", "road", "car"]
     assert 0 <= json.loads((tmp_path / "run/metrics.json").read_text())["val"]["val/mIoU"] <= 1
+
+
+# ------------------------------------------------------------------------------------ partial labels
+def test_partial_labels_keep_the_documented_fraction():
+    from dejavu.training.datamodule import labelled_tasks
+
+    targets = ("semantic", "depth", "normals")
+    one = [labelled_tasks(targets, "one", 0, i) for i in range(300)]
+    assert all(sum(m.values()) == 1 for m in one)  # exactly one task each: a third of all labels
+    assert {k for m in one for k, v in m.items() if v} == set(targets)
+    random = [labelled_tasks(targets, "random", 0, i) for i in range(300)]
+    assert {sum(m.values()) for m in random} == {1, 2, 3}  # a non-empty subset, every size
+    assert random == [labelled_tasks(targets, "random", 0, i) for i in range(300)]  # fixed per (seed, index)
+    assert random != [labelled_tasks(targets, "random", 1, i) for i in range(300)]
+
+
+def test_the_multitask_loss_ignores_missing_labels():
+    from dejavu.data import SyntheticScenes
+    from dejavu.tasks import MultiTask, Normals, Segmentation
+    from dejavu.training.datamodule import PartialLabels, collate
+
+    ds = PartialLabels(SyntheticScenes(6, size=(16, 16)), ("semantic", "depth", "normals"), "one", 0, -100)
+    batch = collate([ds[i] for i in range(6)])
+    task = MultiTask([Segmentation(6, ignore_index=-100), Depth(), Normals()])
+    raw = torch.randn(6, 10, 16, 16, requires_grad=True)
+    for key in ("semantic", "depth", "normals"):  # absent targets are blanked
+        absent = ~batch["labelled"][key]
+        assert absent.any() and (batch[key][absent] == (-100 if key == "semantic" else 0)).all()
+    expected = 0
+    for t, r in zip(task.tasks, task.split(raw), strict=True):
+        keep = batch["labelled"][t.key]
+        if keep.any():
+            expected = expected + t.loss(r[keep], batch[t.key][keep])
+    loss = task.loss(raw, batch)
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert torch.isfinite(raw.grad).all()
+    none = {**batch, "labelled": {k: torch.zeros(6, dtype=torch.bool) for k in batch["labelled"]}}
+    assert task.loss(raw, none) == 0  # nothing labelled: nothing to learn, and no NaN
+
+
+def test_partial_labels_need_several_tasks(tmp_path):
+    from dejavu.training.datamodule import DenseDataModule
+
+    with pytest.raises(ValueError, match="partial_labels is for multi-task data"):
+        DenseDataModule("cityscapes", str(tmp_path), partial_labels="one")
+
+
+def test_kitti_raw_reads_video_and_calibration(tmp_path):
+    write_kitti_raw(tmp_path)
+    from dejavu.data import KITTIRaw
+
+    item = KITTIRaw(tmp_path, "train", size=(16, 48))[0]
+    assert item["image"].shape == (3, 16, 48) and item["sources"].shape == (2, 3, 16, 48)
+    k = item["intrinsics"]
+    assert k[0, 0] == pytest.approx(721.5377 * 48 / 1242) and k[1, 2] == pytest.approx(172.854 * 16 / 375 + 0.5)
+    assert item["depth"].shape == (1, 8, 24) and item["depth"].max() == 11.0  # native ground truth, frame 1
+    (tmp_path / "splits/train_files.txt").write_text("2011_09_26/2011_09_26_drive_0002_sync 2 l\n")
+    with pytest.raises(FileNotFoundError, match=r"0000000003\.png does not exist \(frame 2\+1"):
+        KITTIRaw(tmp_path, "train")
+    (tmp_path / "splits/train_files.txt").write_text("2011_09_26/2011_09_26_drive_0002_sync 1 x\n")
+    with pytest.raises(ValueError, match=r"line 1 is not 'DATE/DRIVE FRAME l\|r'"):
+        KITTIRaw(tmp_path, "train")

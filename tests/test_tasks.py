@@ -164,3 +164,74 @@ def test_boundary_iou_sees_a_shifted_edge_that_miou_barely_sees():
     m = BoundaryIoU(2, ignore_index=255)
     m.update(shifted, ignored)
     assert float(m.compute()) != pytest.approx(got["boundary_iou"])
+
+
+# ------------------------------------------------------------------------------------ self-supervised depth
+def test_warping_with_the_true_depth_and_pose_reproduces_the_target_frame():
+    import numpy as np
+
+    from dejavu.data.synthetic import render_scene, render_sequence
+    from dejavu.tasks.reprojection import photometric_error, warp
+
+    frames = render_sequence(0, 3, (96, 128))
+    target = frames[1]
+    assert np.array_equal(target["image"], render_scene(0, 3, (96, 128))["image"])  # the still scene, unchanged
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)).float() for k, v in target.items()}
+    for source in (frames[0], frames[2]):
+        pose = torch.from_numpy(np.linalg.inv(source["pose"]) @ target["pose"]).float()[None]
+        image = torch.from_numpy(source["image"])[None]
+        right, inside = warp(image, t["depth"][None], pose, t["intrinsics"])
+        wrong, _ = warp(image, t["depth"][None] * 0.5, pose, t["intrinsics"])
+        error = {name: float(photometric_error(x, t["image"][None])[inside].mean())
+                 for name, x in (("right", right), ("wrong", wrong), ("still", image))}
+        assert inside.float().mean() > 0.8
+        assert error["right"] < 0.4 * error["wrong"] and error["right"] < 0.3 * error["still"], error
+
+
+def test_minimum_reprojection_and_auto_masking_by_hand():
+    from dejavu.tasks.reprojection import auto_mask, median_scaled, smoothness
+
+    # 2 sources, 1x3 pixels: pixel 0 is explained by source 1; pixel 1 by nothing better than standing
+    # still (a moving object or a static camera); pixel 2 is a tie with standing still
+    reprojected = torch.tensor([[[[0.5, 0.3, 0.2]], [[0.1, 0.4, 0.9]]]])
+    identity = torch.tensor([[[[0.6, 0.2, 0.2]], [[0.7, 0.25, 0.3]]]])
+    best, mask = auto_mask(reprojected, identity)
+    assert torch.allclose(best, torch.tensor([[[[0.1, 0.3, 0.2]]]])) and mask.tolist() == [[[[True, False, False]]]]
+    flat = torch.ones(1, 1, 8, 8)
+    assert smoothness(flat, torch.rand(1, 3, 8, 8)) == 0
+    ramp = torch.arange(8.0).expand(1, 1, 8, 8) + 1
+    edges = torch.zeros(1, 3, 8, 8)
+    edges[..., 4:] = 1  # an image edge at column 4 excuses the ramp's step there, not the others
+    assert smoothness(ramp, torch.zeros(1, 3, 8, 8)) > smoothness(ramp, edges) > 0
+    pred, target = torch.full((2, 1, 4, 4), 2.0), torch.full((2, 1, 4, 4), 6.0)
+    target[1] = 3.0
+    assert torch.allclose(median_scaled(pred, target), target)
+
+
+def test_synthetic_video_poses_and_the_selfsup_loss():
+    from dejavu.data import SyntheticVideo
+    from dejavu.tasks import SelfSupervisedDepth
+    from dejavu.tasks.selfsup import PoseNet, pose_matrix
+
+    item = SyntheticVideo(2, size=(48, 64))[1]
+    assert item["sources"].shape == (2, 3, 48, 64) and item["source_poses"].shape == (2, 4, 4)
+    assert torch.allclose(pose_matrix(torch.zeros(1, 3), torch.zeros(1, 3)), torch.eye(4)[None])
+    r = pose_matrix(torch.tensor([[0.1, -0.2, 0.3]]), torch.tensor([[1.0, 2, 3]]))[0, :3, :3]
+    assert torch.allclose(r @ r.T, torch.eye(3), atol=1e-6)
+    assert torch.allclose(PoseNet()(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))[:, :3, :3],
+                          torch.eye(3).expand(2, 3, 3), atol=0.05)  # starts near the identity
+    batch = {k: v[None] for k, v in item.items()}
+    task = SelfSupervisedDepth(pose="known")
+
+    def raw_for(depth):  # the raw output that decodes to `depth`
+        lo, hi = 1 / task.max_depth, 1 / task.min_depth
+        return torch.logit(((1 / depth) - lo) / (hi - lo), eps=1e-6)
+
+    right, wrong = task.loss(raw_for(batch["depth"]), batch), task.loss(raw_for(batch["depth"] * 0.5), batch)
+    assert right < 0.6 * wrong
+    assert torch.allclose(task.decode(raw_for(batch["depth"])), batch["depth"], rtol=1e-3)
+    with pytest.raises(KeyError, match="no 'sources' entry"):
+        task.loss(raw_for(batch["depth"]), {"image": batch["image"], "intrinsics": batch["intrinsics"]})
+    # evaluation is median-scaled: a prediction right up to scale scores perfectly
+    metrics = task.compute_metrics(raw_for(batch["depth"] * 0.3), batch)
+    assert metrics["abs_rel"] < 1e-3 and metrics["delta1"] == 1.0

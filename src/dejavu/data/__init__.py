@@ -6,9 +6,10 @@ from .base import DenseDataset, LabelPairs, distinct_palette
 from .camvid import CAMVID_CLASSES, CamVid
 from .cityscapes import Cityscapes
 from .folder import ImageFolder
-from .kitti import KITTIDepth
+from .kitti import KITTIDepth, KITTIRaw
 from .nyud import NYUDv2
-from .synthetic import CLASSES, SyntheticScenes, render_scene
+from .synthetic import CLASSES, SyntheticScenes, SyntheticVideo, render_scene
 
 __all__ = ["ADE20K", "CAMVID_CLASSES", "CLASSES", "CamVid", "Cityscapes", "DenseDataset", "ImageFolder",
-           "KITTIDepth", "LabelPairs", "NYUDv2", "SyntheticScenes", "distinct_palette", "render_scene"]
+           "KITTIDepth", "KITTIRaw", "LabelPairs", "NYUDv2", "SyntheticScenes", "SyntheticVideo", "distinct_palette",
+           "render_scene"]

@@ -1,4 +1,5 @@
-"""KITTI depth on the Eigen split, in the layout BTS and AdaBins distribute: raw images under
+"""KITTI: supervised depth on the Eigen split (:class:`KITTIDepth`), and raw video for self-supervised
+depth (:class:`KITTIRaw`). Depth on the Eigen split is read in the layout BTS and AdaBins distribute: raw images under
 ``ROOT/raw/`` and the annotated depth maps (uint16 PNG, metres x 256, 0 unknown) under ``ROOT/gt/``,
 listed by ``ROOT/splits/eigen_{train,test}_files_with_gt.txt`` (``image depth focal`` per line,
 ``None`` for an image without ground truth, which is left out)."""
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .base import DenseDataset, Item
 from .io import read_image
 
-__all__ = ["KITTIDepth", "read_depth_png"]
+__all__ = ["KITTIDepth", "KITTIRaw", "read_calibration", "read_depth_png"]
 
 LAYOUT = ("ROOT/splits/eigen_{train,test}_files_with_gt.txt listing 'IMAGE DEPTH FOCAL', IMAGE under ROOT/raw/ "
           "(e.g. 2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png), DEPTH under ROOT/gt/ "
@@ -91,3 +93,96 @@ class KITTIDepth(DenseDataset):
             raise ValueError(f"KITTIDepth: image {image_path} is {image.shape[2]}x{image.shape[1]} but depth "
                              f"{depth_path} is {depth.shape[2]}x{depth.shape[1]}")
         return {"image": image, "depth": depth}
+
+
+def read_calibration(path: Path) -> dict[str, np.ndarray]:
+    """The ``KEY: numbers`` lines of a KITTI calibration file as arrays (``calib_cam_to_cam.txt``)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        key, _, numbers = line.partition(":")
+        try:
+            values[key.strip()] = np.array([float(x) for x in numbers.split()], dtype=np.float64)
+        except ValueError:
+            continue  # the date line
+    return values
+
+
+class KITTIRaw(DenseDataset):
+    """KITTI raw video for self-supervised depth, listed as monodepth2's split files do
+    (``ROOT/splits/{split}_files.txt``, lines ``DATE/DRIVE FRAME SIDE`` with side ``l`` or ``r``):
+    the target frame, its neighbours ``frame + offset`` as ``sources``, and the rectified camera's
+    intrinsics (``P_rect_02`` / ``P_rect_03`` of ``DATE/calib_cam_to_cam.txt``, scaled to the image,
+    pixel centres moved to half-integers as :mod:`dejavu.tasks.reprojection` expects). Where the
+    annotated ground truth exists under ``ROOT/gt/`` (as for :class:`KITTIDepth`), ``depth`` too,
+    for evaluation; elsewhere ``depth`` is all zeros (unknown).
+
+    Args:
+        root: the folder holding ``raw/``, ``splits/`` (and optionally ``gt/``).
+        split: the split file's name: ``ROOT/splits/{split}_files.txt`` (e.g. ``train``, ``val``).
+        offsets: the source frames relative to the target (monodepth2: -1 and +1).
+        size: ``(H, W)`` the frames are resized to (bilinear; monodepth2: 192x640), the intrinsics
+            scaled with them; the ground truth keeps its native size. ``None``: native frames.
+        transform: applied to each item.
+
+    Raises:
+        FileNotFoundError: a missing split file, image (target or source) or calibration file.
+        ValueError: a malformed line (named with its number), or a calibration without ``P_rect``.
+    """
+
+    targets = ("depth",)
+    resizes_itself = True  # the intrinsics must follow the frames' size: dejavu.training passes `size` here
+
+    def __init__(self, root: str | Path, split: str = "train", offsets: tuple[int, ...] = (-1, 1),
+                 size: tuple[int, int] | None = None, transform: Callable[[Item], Item] | None = None) -> None:
+        super().__init__(transform)
+        self.root, self.offsets, self.size = Path(root).expanduser(), tuple(offsets), size
+        listing = self.root / "splits" / f"{split}_files.txt"
+        if not listing.is_file():
+            raise FileNotFoundError(f"KITTIRaw: split file {listing} does not exist; expected lines "
+                                    "'DATE/DRIVE FRAME SIDE' (monodepth2's split files)")
+        self.items: list[tuple[str, int, str]] = []
+        for number, line in enumerate(listing.read_text().splitlines(), 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 3 or fields[2] not in ("l", "r") or not fields[1].isdigit():
+                raise ValueError(f"KITTIRaw: {listing} line {number} is not 'DATE/DRIVE FRAME l|r': {line!r}")
+            self.items.append((fields[0], int(fields[1]), {"l": "02", "r": "03"}[fields[2]]))
+        for folder, frame, camera in self.items:
+            for offset in (0, *self.offsets):
+                if not self._image(folder, frame + offset, camera).is_file():
+                    raise FileNotFoundError(f"KITTIRaw: {self._image(folder, frame + offset, camera)} does not "
+                                            f"exist (frame {frame}{offset:+d} of {folder}, listed in {listing})")
+
+    def _image(self, folder: str, frame: int, camera: str) -> Path:
+        return self.root / "raw" / folder / f"image_{camera}" / "data" / f"{frame:010d}.png"
+
+    def _intrinsics(self, folder: str, camera: str, h: int, w: int) -> torch.Tensor:
+        path = self.root / "raw" / folder.split("/")[0] / "calib_cam_to_cam.txt"
+        if not path.is_file():
+            raise FileNotFoundError(f"KITTIRaw: calibration file {path} does not exist")
+        calibration = read_calibration(path)
+        if f"P_rect_{camera}" not in calibration or f"S_rect_{camera}" not in calibration:
+            raise ValueError(f"KITTIRaw: {path} has no P_rect_{camera} / S_rect_{camera}")
+        k = calibration[f"P_rect_{camera}"].reshape(3, 4)[:, :3].copy()
+        sw, sh = calibration[f"S_rect_{camera}"][:2]
+        k[0] *= w / sw
+        k[1] *= h / sh
+        k[:2, 2] += 0.5  # KITTI's pixel centres are at integers; ours at half-integers
+        return torch.from_numpy(k.astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> Item:
+        folder, frame, camera = self.items[index]
+        paths = [self._image(folder, frame + o, camera) for o in (0, *self.offsets)]
+        frames = torch.stack([read_image(path, "KITTIRaw") for path in paths])
+        native = frames.shape[-2:]
+        if self.size is not None and tuple(self.size) != tuple(native):
+            frames = F.interpolate(frames, size=tuple(self.size), mode="bilinear", antialias=True, align_corners=False)
+        drive = folder.split("/")[-1]
+        gt = self.root / "gt" / drive / "proj_depth" / "groundtruth" / f"image_{camera}" / f"{frame:010d}.png"
+        depth = read_depth_png(gt, owner="KITTIRaw") if gt.is_file() else torch.zeros(1, *native)
+        return {"image": frames[0], "sources": frames[1:], "depth": depth,
+                "intrinsics": self._intrinsics(folder, camera, *frames.shape[-2:])}

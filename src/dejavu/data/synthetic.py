@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CLASSES", "SyntheticScenes", "render_scene"]
+__all__ = ["CLASSES", "SyntheticScenes", "SyntheticVideo", "render_scene", "render_sequence"]
 
 CLASSES = ("background", "floor", "wall", "sphere", "box", "cylinder")
 BACKGROUND, FLOOR, WALL, SPHERE, BOX, CYLINDER = range(6)
@@ -156,17 +156,22 @@ def _pixel_grid(h: int, w: int) -> np.ndarray:
     return grid
 
 
-def _camera(rng: np.random.Generator, h: int, w: int):
-    """Unit ray directions (3, N) in the camera and world frames, the origin (3, 1), the rotation."""
+def _camera(rng: np.random.Generator, h: int, w: int, motion: tuple[float, float, float] = (0.0, 0.0, 0.0)):
+    """Unit ray directions (3, N) in the camera and world frames, the origin (3, 1), the rotation and
+    the intrinsics; ``motion`` = (sideways, forward, yaw) moves the drawn camera (video frames)."""
     f = 0.5 * w / math.tan(math.radians(rng.uniform(50, 70)) / 2)
     d_cam = _pixel_grid(h, w) / np.array([[f], [f], [1.0]], np.float32)
     d_cam /= np.sqrt(_dot(d_cam, d_cam))
     yaw, pitch = rng.uniform(-0.4, 0.4), rng.uniform(0.15, 0.5)  # pitch > 0 looks down
+    x, height = rng.uniform(-1, 1), rng.uniform(1.2, 1.9)
+    sideways, forward, turn = motion
+    cy, sy = math.cos(yaw), math.sin(yaw)  # the move follows the heading the camera starts with
+    origin = np.array([[x + sideways * cy + forward * sy], [height], [forward * cy - sideways * sy]], np.float32)
+    yaw += turn
     cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
     r_yaw = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     r_pitch = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     cam_to_world = (r_yaw @ r_pitch @ np.diag([1.0, -1.0, 1.0])).astype(np.float32)  # y down -> y up
-    origin = np.array([[rng.uniform(-1, 1)], [rng.uniform(1.2, 1.9)], [0.0]], dtype=np.float32)
     intrinsics = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]], dtype=np.float32)
     return origin, d_cam, cam_to_world @ d_cam, cam_to_world, intrinsics
 
@@ -194,11 +199,14 @@ def _layout(rng: np.random.Generator) -> tuple[list[tuple[int, Intersector, dict
     return surfaces, primitives
 
 
-def render_scene(seed: int, index: int, size: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Render scene ``index`` of ``seed`` at ``size=(H, W)`` as NumPy arrays (see :class:`SyntheticScenes`)."""
+def render_scene(seed: int, index: int, size: tuple[int, int],
+                 motion: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> dict[str, np.ndarray]:
+    """Render scene ``index`` of ``seed`` at ``size=(H, W)`` as NumPy arrays (see :class:`SyntheticScenes`),
+    the camera moved by ``motion`` = (sideways, forward, yaw) in metres and radians (a video frame:
+    the same scene, light and camera otherwise). Adds ``pose``, the camera-to-world ``(4, 4)`` matrix."""
     rng = np.random.default_rng((seed, index))
     h, w = size
-    origin, d_cam, d, cam_to_world, intrinsics = _camera(rng, h, w)
+    origin, d_cam, d, cam_to_world, intrinsics = _camera(rng, h, w, motion)
     surfaces, primitives = _layout(rng)
 
     t_best = np.full(h * w, _FAR, dtype=np.float32)
@@ -244,7 +252,18 @@ def render_scene(seed: int, index: int, size: tuple[int, int]) -> dict[str, np.n
         "depth": (t_best * d_cam[2]).reshape(1, h, w).astype(np.float32),
         "normals": normals_cam.reshape(3, h, w).astype(np.float32),
         "intrinsics": intrinsics,
+        "pose": np.block([[cam_to_world, origin], [np.zeros((1, 3), np.float32), np.ones((1, 1), np.float32)]]),
     }
+
+
+def render_sequence(seed: int, index: int, size: tuple[int, int], frames: int = 3) -> list[dict[str, np.ndarray]]:
+    """``frames`` consecutive views of scene ``index`` from a camera moving smoothly (a steady step
+    forward and sideways and a slow turn, drawn per scene), the middle one the scene as
+    :func:`render_scene` draws it. Each frame has its exact depth, normals, labels and ``pose``."""
+    rng = np.random.default_rng((seed, index, 1))  # a stream of its own: the still scene is unchanged
+    step = (rng.uniform(-0.1, 0.1), rng.uniform(0.1, 0.25), rng.uniform(-0.04, 0.04))
+    offsets = range(-(frames // 2), frames - frames // 2)
+    return [render_scene(seed, index, size, tuple(k * s for s in step)) for k in offsets]
 
 
 class SyntheticScenes(Dataset):
@@ -272,6 +291,7 @@ class SyntheticScenes(Dataset):
 
     classes = CLASSES
     num_classes = len(CLASSES)
+    targets = ("semantic", "depth", "normals")
     ignore_index = -100  # nothing is unlabelled here; kept for a uniform dataset interface
 
     def __init__(self, length: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> None:
@@ -288,4 +308,39 @@ class SyntheticScenes(Dataset):
         if not -self.length <= index < self.length:
             raise IndexError(f"SyntheticScenes: index {index} out of range for length {self.length}")
         scene = render_scene(self.seed, index % self.length, self.size)
-        return {k: torch.from_numpy(v) for k, v in scene.items()}
+        return {k: torch.from_numpy(v) for k, v in scene.items() if k != "pose"}
+
+
+class SyntheticVideo(SyntheticScenes):
+    """Short clips of the procedural scenes for self-supervised depth: ``frames`` views (default 3) of
+    each scene from a camera that moves smoothly (:func:`render_sequence`); no files, no download.
+
+    Item ``i`` is the middle frame as :class:`SyntheticScenes` gives it (``image``, ``semantic``,
+    ``depth``, ``normals``, ``intrinsics``), plus ``sources`` ``(frames - 1, 3, H, W)``, the other
+    frames in time order, and ``source_poses`` ``(frames - 1, 4, 4)``, the true rigid transforms from
+    the middle camera's frame to each source camera's (for training with known poses, and to check a
+    pose network).
+
+    Example:
+        >>> item = SyntheticVideo(4, size=(24, 32))[1]
+        >>> item["sources"].shape, item["source_poses"].shape
+        (torch.Size([2, 3, 24, 32]), torch.Size([2, 4, 4]))
+    """
+
+    def __init__(self, length: int, size: tuple[int, int] = (64, 64), seed: int = 0, frames: int = 3) -> None:
+        super().__init__(length, size, seed)
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+            raise ValueError(f"SyntheticVideo: frames must be an int >= 2, got {frames!r}")
+        self.frames = frames
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"SyntheticVideo: index {index} out of range for length {self.length}")
+        views = render_sequence(self.seed, index % self.length, self.size, self.frames)
+        middle = self.frames // 2
+        target, sources = views[middle], views[:middle] + views[middle + 1:]
+        item = {k: torch.from_numpy(v) for k, v in target.items() if k != "pose"}
+        item["sources"] = torch.from_numpy(np.stack([v["image"] for v in sources]).astype(np.float32))
+        to_source = [np.linalg.inv(v["pose"]) @ target["pose"] for v in sources]
+        item["source_poses"] = torch.from_numpy(np.stack(to_source).astype(np.float32))
+        return item

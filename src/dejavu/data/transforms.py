@@ -27,11 +27,18 @@ class Labels(tv_tensors.Mask):
     """A semantic label map: resized like any mask, padded with the ignore label instead of 0."""
 
 
+def _dense(item: Item, key: str) -> bool:
+    """Whether ``item[key]`` is a map over the image's pixels (other entries, such as camera intrinsics
+    or the ``labelled`` flags, pass through the transforms untouched)."""
+    value = item[key]
+    return isinstance(value, Tensor) and value.dim() >= 2 and value.shape[-2:] == item["image"].shape[-2:]
+
+
 def _wrap(item: Item) -> dict:
     wrapped = {}
     for key, value in item.items():
         kind = {"image": tv_tensors.Image, "semantic": Labels}.get(key, tv_tensors.Mask)
-        wrapped[key] = value.as_subclass(kind) if isinstance(value, Tensor) else value
+        wrapped[key] = value.as_subclass(kind) if _dense(item, key) else value
     return wrapped
 
 
@@ -49,7 +56,7 @@ class RandomFlip:
     def __call__(self, item: Item) -> Item:
         if torch.rand(()) >= self.p:
             return item
-        out = {k: v.flip(-1) if isinstance(v, Tensor) else v for k, v in item.items()}
+        out = {k: v.flip(-1) if _dense(item, k) else v for k, v in item.items()}
         if "normals" in out:
             out["normals"] = out["normals"] * torch.tensor([-1.0, 1.0, 1.0]).view(3, 1, 1)
         return out

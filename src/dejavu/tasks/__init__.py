@@ -21,6 +21,7 @@ from .dense import Depth, MultiTask, Normals, Segmentation
 from .metrics import AngleMetrics, DepthMetrics
 from .pretext import Denoising, MaskedModeling
 from .registry import TASKS, create_task, register_task
+from .selfsup import SelfSupervisedDepth
 
 __all__ = ["TASKS", "AngleMetrics", "Denoising", "Depth", "DepthMetrics", "MaskedModeling", "MultiTask", "Normals",
-           "Segmentation", "Task", "create_task", "register_task"]
+           "Segmentation", "SelfSupervisedDepth", "Task", "create_task", "register_task"]

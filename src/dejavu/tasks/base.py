@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 __all__ = ["Task"]
@@ -41,6 +41,10 @@ class Task:
 
     def decode(self, raw: Tensor) -> Tensor:
         return raw
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Trainable parts of the task itself (e.g. a pose network), trained with the network."""
+        return {}
 
     def mirror(self, raw: Tensor) -> Tensor:
         """The raw prediction of a left-right mirrored image, mirrored back (flip test-time augmentation)."""

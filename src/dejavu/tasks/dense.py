@@ -144,14 +144,18 @@ class Depth(Task):
     def update_metrics(self, metrics: MetricCollection, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> None:
         tgt = self._target(target)
         pred = self.decode(self._resized(raw.detach().float(), tgt.shape[-2:]))
-        valid = self._valid(tgt)
+        metrics.update(pred, self.evaluated(tgt))
+
+    def evaluated(self, target: Tensor) -> Tensor:
+        """The target with 0 (left out) wherever it is invalid, beyond ``max_depth`` or outside ``eval_crop``."""
+        valid = self._valid(target)
         if self.eval_crop is not None:
             (top, bottom), (left, right) = EVAL_CROPS[self.eval_crop]
-            h, w = tgt.shape[-2:]
+            h, w = target.shape[-2:]
             inside = torch.zeros_like(valid)
             inside[..., int(top * h):int(bottom * h), int(left * w):int(right * w)] = True
             valid &= inside
-        metrics.update(pred, torch.where(valid, tgt, torch.zeros_like(tgt)))
+        return torch.where(valid, target, torch.zeros_like(target))
 
 
 @register_task("normals")
@@ -229,11 +233,25 @@ class MultiTask(Task):
         return target
 
     def loss(self, raw: Tensor, target: Mapping[str, Tensor]) -> Tensor:
+        """The weighted sum of the task losses. With partial labels (``target["labelled"]``: a bool
+        ``(B,)`` per task key), each task's loss is over the images labelled for it, and a task with
+        none in the batch adds nothing."""
         target = self._target(target)
-        return sum(w * t.loss(r, target) for t, w, r in zip(self.tasks, self.weights, self.split(raw), strict=True))
+        labelled = target.get("labelled")
+        total = raw.sum() * 0  # keeps the graph when no task is labelled in a batch
+        for t, w, r in zip(self.tasks, self.weights, self.split(raw), strict=True):
+            keep = labelled.get(t.key) if labelled is not None else None
+            if keep is None:
+                total = total + w * t.loss(r, target)
+            elif keep.any():
+                total = total + w * t.loss(r[keep], {t.key: target[t.key][keep]})
+        return total
 
     def decode(self, raw: Tensor) -> dict[str, Tensor]:
         return {t.name: t.decode(r) for t, r in zip(self.tasks, self.split(raw), strict=True)}
+
+    def modules(self) -> dict:
+        return {f"{t.name}_{k}": m for t in self.tasks for k, m in t.modules().items()}
 
     def condition(self, raw: Tensor) -> Tensor:
         return torch.cat([t.condition(r) for t, r in zip(self.tasks, self.split(raw), strict=True)], dim=1)

@@ -13,17 +13,30 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from ..data import ADE20K, CamVid, Cityscapes, ImageFolder, KITTIDepth, NYUDv2, SyntheticScenes
+from ..data import (
+    ADE20K,
+    CamVid,
+    Cityscapes,
+    ImageFolder,
+    KITTIDepth,
+    KITTIRaw,
+    NYUDv2,
+    SyntheticScenes,
+    SyntheticVideo,
+)
 from ..data.transforms import eval_transform, train_transform
 
 # the datasets by name, and the training pipeline each gets by default (train_transform's arguments);
 # their num_classes and ignore_index fill a segmentation task's (lightning_cli.fill_class_counts)
-DATASETS: dict[str, type[Dataset]] = {"synthetic": SyntheticScenes, "camvid": CamVid, "cityscapes": Cityscapes,
-                                      "ade20k": ADE20K, "nyud": NYUDv2, "kitti": KITTIDepth, "folder": ImageFolder}
+DATASETS: dict[str, type[Dataset]] = {"synthetic": SyntheticScenes, "synthetic_video": SyntheticVideo,
+                                      "camvid": CamVid, "cityscapes": Cityscapes, "ade20k": ADE20K, "nyud": NYUDv2,
+                                      "kitti": KITTIDepth, "kitti_raw": KITTIRaw, "folder": ImageFolder}
 USUAL = {"scale": (0.5, 2.0), "flip": True, "jitter": 0.3}
-DEFAULT_AUGMENTATION: dict[str, dict[str, Any]] = {"synthetic": {"scale": (1, 1), "flip": False, "jitter": 0},
-                                              "camvid": {"scale": (1, 1), "flip": False, "jitter": 0},
+NONE = {"scale": (1, 1), "flip": False, "jitter": 0}
+DEFAULT_AUGMENTATION: dict[str, dict[str, Any]] = {"synthetic": NONE, "synthetic_video": NONE,
+                                              "camvid": NONE,
                                               "cityscapes": USUAL, "ade20k": USUAL, "nyud": USUAL, "kitti": USUAL,
+                                              "kitti_raw": NONE,  # it resizes itself, with its intrinsics
                                               "folder": USUAL}
 
 
@@ -103,6 +116,46 @@ class SeededItems(Dataset):
             return self.transform(item)
 
 
+BLANK = {"depth": 0.0, "normals": 0.0}  # what an absent target holds (a label map: the ignore label)
+
+
+def labelled_tasks(targets: tuple[str, ...], mode: str, seed: int, index: int) -> dict[str, bool]:
+    """Which of ``targets`` training image ``index`` keeps the labels of, from ``(seed, index)`` alone:
+    ``"one"`` exactly one, chosen uniformly (a fraction ``1 / T`` of all labels); ``"random"`` a random
+    non-empty subset, its size uniform in ``1..T`` (a fraction ``(T + 1) / 2T`` on average), as the
+    "one label" and "random labels" settings of multi-task learning from partial annotations (MTPSL).
+
+    Example:
+        >>> labelled_tasks(("semantic", "depth", "normals"), "one", seed=0, index=3)
+        {'semantic': False, 'depth': True, 'normals': False}
+    """
+    generator = torch.Generator().manual_seed(hash((seed, index, 7919)) % 2**63)  # ints: the same in every process
+    order = torch.randperm(len(targets), generator=generator).tolist()
+    count = 1 if mode == "one" else int(torch.randint(1, len(targets) + 1, (), generator=generator))
+    keep = set(order[:count])
+    return {key: i in keep for i, key in enumerate(targets)}
+
+
+class PartialLabels(Dataset):
+    """``dataset``'s items with the labels of some tasks removed (:func:`labelled_tasks`): an absent
+    target is blanked (label maps to ``ignore_index``, depth and normals to 0) and ``item["labelled"]``
+    says which are present, so a multi-task loss can leave the others out."""
+
+    def __init__(self, dataset: Dataset, targets: tuple[str, ...], mode: str, seed: int, ignore_index: int) -> None:
+        self.dataset, self.targets, self.mode, self.seed, self.ignore_index = dataset, targets, mode, seed, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.dataset[index])
+        labelled = labelled_tasks(self.targets, self.mode, self.seed, index)
+        for key, present in labelled.items():
+            if not present:
+                item[key] = torch.full_like(item[key], BLANK.get(key, self.ignore_index))
+        return {**item, "labelled": labelled}
+
+
 def collate(items: list[dict]) -> dict:
     """``default_collate``, with a clear error for validation images whose labels differ in size."""
     sizes = {tuple(v.shape) for item in items for k, v in item.items() if k == "semantic" or k == "depth"}
@@ -140,6 +193,10 @@ class DenseDataModule(L.LightningDataModule):
         seed: synthetic scene seed (train uses ``seed``, val ``seed + 1``, test ``seed + 2``) and the
             seed of the labelled subset.
         label_fraction: train on this fraction of the training images only (DDeP's few-label setting).
+        partial_labels: train from partial annotations: ``"one"`` keeps one task's labels per training
+            image, ``"random"`` a random subset (see :func:`labelled_tasks`; fixed per image by
+            ``seed``); the multi-task loss then uses the labels present (``batch["labelled"]``).
+            Validation keeps every label.
         train_sequences: train on CamVid's images of these sequences only (e.g. ``[0001TP, 0006R0]``,
             leaving out ``0016E5``, the val split's sequence: accuracy on a sequence never seen). Quote
             ``'0016E5'`` in YAML and on the command line, which would read it as the number 1.6e6.
@@ -164,12 +221,13 @@ class DenseDataModule(L.LightningDataModule):
         val_length: int = 64,
         seed: int = 0,
         label_fraction: float = 1.0,
+        partial_labels: Literal["one", "random"] | None = None,
         train_sequences: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.dataset_class, self.init_args = dataset_class(dataset)
         name = dataset if isinstance(dataset, str) else None
-        if self.dataset_class is not SyntheticScenes and not root and "root" not in self.init_args:
+        if not issubclass(self.dataset_class, SyntheticScenes) and not root and "root" not in self.init_args:
             raise ValueError(f"data.root: the {name or self.dataset_class.__name__} dataset needs --data.root DIR")
         for key, value in (("split", split), ("val_split", val_split)):
             if value not in ("train", "val", "test"):
@@ -181,16 +239,22 @@ class DenseDataModule(L.LightningDataModule):
         if unknown:
             raise ValueError(f"data.augmentation: unknown keys {sorted(unknown)}; use scale, flip, jitter")
         label_subset(1, label_fraction, 0)  # validates the fraction now rather than at fit time
+        self.targets = tuple(getattr(self.dataset_class, "targets", ("semantic",)))
+        if partial_labels is not None and len(self.targets) < 2:
+            raise ValueError(f"data.partial_labels is for multi-task data; the {name or self.dataset_class.__name__} "
+                             f"dataset has the targets {list(self.targets)}")
         self.augmentation = {**DEFAULT_AUGMENTATION.get(name or "", USUAL), **(augmentation or {})}
         self.save_hyperparameters()
 
     def _dataset(self, split: str) -> Dataset:
         hp = self.hparams
-        if self.dataset_class is SyntheticScenes:
+        if issubclass(self.dataset_class, SyntheticScenes):  # the scenes, or their video
             length = hp.train_length if split == "train" else hp.val_length
-            return SyntheticScenes(length, size=tuple(hp.size or (64, 64)),
-                                   seed=hp.seed + {"train": 0, "val": 1, "test": 2}[split])
+            return self.dataset_class(length, size=tuple(hp.size or (64, 64)),
+                                      seed=hp.seed + {"train": 0, "val": 1, "test": 2}[split])
         kwargs = {**({"root": hp.root} if hp.root else {}), **self.init_args, "split": split}
+        if getattr(self.dataset_class, "resizes_itself", False):
+            kwargs["size"] = tuple(hp.size) if hp.size else None
         if self.dataset_class is CamVid and split == "train" and hp.train_sequences is not None:
             kwargs["sequences"] = hp.train_sequences
         try:
@@ -200,11 +264,13 @@ class DenseDataModule(L.LightningDataModule):
 
     def _size(self, evaluation: bool = False) -> tuple[int, int] | None:
         size = self.hparams.eval_size if evaluation and self.hparams.eval_size != "size" else self.hparams.size
-        return None if self.dataset_class is SyntheticScenes or size in (None, "native") else tuple(size)
+        itself = issubclass(self.dataset_class, SyntheticScenes) or getattr(self.dataset_class, "resizes_itself", False)
+        return None if itself or size in (None, "native") else tuple(size)
 
     def eval_size(self) -> list[int] | None:
         """The ``(H, W)`` the network sees at evaluation (synthetic scenes: their size), ``None`` for native."""
-        size = self.hparams.size if self.dataset_class is SyntheticScenes else self._size(evaluation=True)
+        itself = issubclass(self.dataset_class, SyntheticScenes) or getattr(self.dataset_class, "resizes_itself", False)
+        size = self.hparams.size if itself else self._size(evaluation=True)
         return list(size) if size else None
 
     def train_dataset(self) -> Dataset:
@@ -212,6 +278,8 @@ class DenseDataModule(L.LightningDataModule):
         if self.hparams.label_fraction < 1:
             ds = Subset(ds, label_subset(len(ds), self.hparams.label_fraction, self.hparams.seed))
         ignore = self.init_args.get("ignore_index", getattr(self.dataset_class, "ignore_index", 255))
+        if self.hparams.partial_labels is not None:
+            ds = PartialLabels(ds, self.targets, self.hparams.partial_labels, self.hparams.seed, ignore)
         transform = train_transform(self._size(), ignore_index=ignore, **self.augmentation)
         return SeededItems(ds, transform, self.hparams.seed)
 

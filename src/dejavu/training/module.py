@@ -129,6 +129,7 @@ class DejaVuModule(L.LightningModule):
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"model.optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         self.task: Task = _build("model.task", create_task, task)
+        self.task_modules = nn.ModuleDict(self.task.modules())  # registered: trained, moved and saved with the rest
         heads = [t.channels for t in self.task.tasks] if isinstance(self.task, MultiTask) else self.task.channels
         self.net: nn.Module = _build("model.network", create_model, network, out_channels=heads)
         if pretrained:
