@@ -103,8 +103,14 @@ def from_hub(load: Callable[[], T], what: str, file: str, ways_out: tuple[str, s
         cause = _os_error(e)  # the hub's LocalEntryNotFoundError and HTTP errors are OSErrors; open_clip wraps them
         if cause is None:
             raise
-        reason = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else type(cause).__name__
-        raise FileNotFoundError(_missing(what, file, Path(constants.HF_HUB_CACHE), ways_out, off, reason)) from None
+        cache = Path(constants.HF_HUB_CACHE)
+        raise FileNotFoundError(_missing(what, file, cache, ways_out, off, _gist(cause))) from None
+
+
+def _gist(e: BaseException) -> str:
+    """An exception's first sentence (libraries' messages run to paragraphs), or its type."""
+    text = str(e).strip()
+    return text.split(". ")[0].splitlines()[0][:200] if text else type(e).__name__
 
 
 def _os_error(e: BaseException | None) -> OSError | None:
@@ -137,8 +143,7 @@ def read_file(path: str | Path, what: str = "weights file") -> Any:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch and safetensors raise a dozen types for the same few causes
-        reason = str(e).strip().split(". ")[0].splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{what} {path} cannot be read ({reason}): it is truncated (an interrupted copy or "
+        raise ValueError(f"{what} {path} cannot be read ({_gist(e)}): it is truncated (an interrupted copy or "
                          "download), not a weights file, or holds objects other than tensors; write it again, "
                          "e.g. with torch.save(model.state_dict(), PATH) or safetensors") from None
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..data import distinct_palette
 from ..weights import read_file
+from .datamodule import class_names
 from .figures import module_figure
 
 
@@ -118,10 +119,10 @@ def data_facts(datamodule: Any) -> dict[str, Any]:
     (``input_size``; ``None``: each image's own) and the dataset's class names and palette."""
     if datamodule is None or not hasattr(datamodule, "dataset_class"):
         return {}
-    cls, args = datamodule.dataset_class, datamodule.init_args
-    classes = args.get("classes") or getattr(cls, "classes", None)
-    palette = getattr(cls, "palette", None) or (distinct_palette(len(classes)) if classes else None)
-    return {"input_size": datamodule.eval_size(), "classes": list(classes) if classes else None,
+    classes = class_names(datamodule.dataset_class, datamodule.init_args)
+    palette = getattr(datamodule.dataset_class, "palette", None)
+    palette = palette or (distinct_palette(len(classes)) if classes else None)
+    return {"input_size": datamodule.eval_size(), "classes": classes,
             "palette": [list(c) for c in palette] if palette else None}
 
 

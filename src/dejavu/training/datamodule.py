@@ -40,6 +40,12 @@ DEFAULT_AUGMENTATION: dict[str, dict[str, Any]] = {"synthetic": NONE, "synthetic
                                               "folder": USUAL}
 
 
+def class_names(cls: type[Dataset], init_args: dict[str, Any]) -> list[str] | None:
+    """A dataset's class names: its ``init_args``' ``classes`` (a folder's), else the class's own."""
+    names = init_args.get("classes") or getattr(cls, "classes", None)
+    return list(names) if names else None
+
+
 def dataset_class(dataset: str | dict) -> tuple[type[Dataset], dict[str, Any]]:
     """The class and the ``init_args`` of ``data.dataset``: a registry name, or ``{"class_path":
     "package.module.Class", "init_args": {...}}`` (LightningCLI's convention) for any dataset.
@@ -226,6 +232,9 @@ class DenseDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.dataset_class, self.init_args = dataset_class(dataset)
+        # rendered or resized at `size` by the dataset itself (the transforms then leave sizes alone)
+        self.sizes_itself = issubclass(self.dataset_class, SyntheticScenes) or getattr(
+            self.dataset_class, "resizes_itself", False)
         name = dataset if isinstance(dataset, str) else None
         if not issubclass(self.dataset_class, SyntheticScenes) and not root and "root" not in self.init_args:
             raise ValueError(f"data.root: the {name or self.dataset_class.__name__} dataset needs --data.root DIR")
@@ -264,13 +273,11 @@ class DenseDataModule(L.LightningDataModule):
 
     def _size(self, evaluation: bool = False) -> tuple[int, int] | None:
         size = self.hparams.eval_size if evaluation and self.hparams.eval_size != "size" else self.hparams.size
-        itself = issubclass(self.dataset_class, SyntheticScenes) or getattr(self.dataset_class, "resizes_itself", False)
-        return None if itself or size in (None, "native") else tuple(size)
+        return None if self.sizes_itself or size in (None, "native") else tuple(size)
 
     def eval_size(self) -> list[int] | None:
         """The ``(H, W)`` the network sees at evaluation (synthetic scenes: their size), ``None`` for native."""
-        itself = issubclass(self.dataset_class, SyntheticScenes) or getattr(self.dataset_class, "resizes_itself", False)
-        size = self.hparams.size if itself else self._size(evaluation=True)
+        size = self.hparams.size if self.sizes_itself else self._size(evaluation=True)
         return list(size) if size else None
 
     def train_dataset(self) -> Dataset:

@@ -25,7 +25,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .callbacks import AtomicCheckpointIO, RandomState, RunArtifacts, read_checkpoint, test_metrics_name
-from .datamodule import DenseDataModule, dataset_class
+from .datamodule import DenseDataModule, class_names, dataset_class
 from .module import DejaVuModule
 
 
@@ -222,10 +222,10 @@ def fill_class_counts(task: dict[str, Any], dataset: str | dict) -> None:
     (its class, or a folder's ``init_args``) when the config leaves them out, so they are written once;
     a config that gives another count is an error."""
     cls, init_args = dataset_class(dataset)
-    names = init_args.get("classes") or getattr(cls, "classes", None) or None
+    names = class_names(cls, init_args)
     known = {"num_classes": init_args.get("num_classes") or (len(names) if names else None),
              "ignore_index": init_args.get("ignore_index", getattr(cls, "ignore_index", None)),
-             "class_names": list(names) if names else None}
+             "class_names": names}
     for spec in task.get("tasks") or [task]:
         if spec.get("name") != "segmentation":
             continue
