@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dejavu.data import ADE20K, Cityscapes, ImageFolder, KITTIDepth, NYUDv2, distinct_palette
+from dejavu.data import ADE20K, Cityscapes, COCOPanoptic, ImageFolder, KITTIDepth, NYUDv2, distinct_palette
 from dejavu.tasks import Depth
 
 RNG = np.random.default_rng(0)
@@ -85,6 +85,92 @@ def test_ade20k_ignores_zero_and_shifts_the_rest(tmp_path):
         ds[1]
     with pytest.raises(ValueError, match="'train' or 'val'"):
         ADE20K(tmp_path, "test")
+
+
+def coco_categories():
+    from dejavu.data.coco import STUFF_NAMES, THING_NAMES
+
+    # COCO's ids are not contiguous: things 1..90 with gaps, stuff 92..200
+    thing_ids = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
+    stuff_ids = [92, 93, 95, 100, 107, 109, 112, 118, 119, 122, 125, 128, 130, 133, 138, 141, 144, 145, 147, 148,
+                 149, 151, 154, 155, 156, 159, 161, 166, 168, 171, 175, 176, 177, 178, 180, 181, *range(184, 201)]
+    return ([{"id": i, "name": n, "isthing": 1} for i, n in zip(thing_ids, THING_NAMES, strict=True)]
+            + [{"id": i, "name": n, "isthing": 0} for i, n in zip(stuff_ids, STUFF_NAMES, strict=True)])
+
+
+def write_coco(root):
+    """Two images per split, 8x12: a car (id 3 -> class 2), two people (id 1 -> class 0), a crowd of
+    people, road (stuff, id 149 -> class 100) and void; segment ids RGB-encoded as COCO does."""
+    import json
+
+    seg = np.zeros((8, 12), np.int64)
+    seg[:, 6:] = 5000            # road
+    seg[0:3, 0:3] = 70000        # car: needs all three bytes
+    seg[4:8, 0:2] = 7            # person A
+    seg[4:8, 3:5] = 300          # person B
+    seg[0:2, 8:12] = 12          # crowd of people
+    info = [{"id": 5000, "category_id": 149, "iscrowd": 0}, {"id": 70000, "category_id": 3, "iscrowd": 0},
+            {"id": 7, "category_id": 1, "iscrowd": 0}, {"id": 300, "category_id": 1, "iscrowd": 0},
+            {"id": 12, "category_id": 1, "iscrowd": 1}]
+    encoded = np.stack([seg % 256, seg // 256 % 256, seg // 65536], -1).astype(np.uint8)
+    for split in ("train", "val"):
+        images, annotations = [], []
+        for n in range(2):
+            rgb(root / f"{split}2017" / f"{n:012d}.jpg", 8, 12)
+            path = root / "annotations" / f"panoptic_{split}2017" / f"{n:012d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(encoded).save(path)
+            images.append({"id": n, "file_name": f"{n:012d}.jpg", "height": 8, "width": 12})
+            annotations.append({"image_id": n, "file_name": f"{n:012d}.png", "segments_info": info})
+        (root / "annotations" / f"panoptic_{split}2017.json").write_text(
+            json.dumps({"images": images, "annotations": annotations, "categories": coco_categories()}))
+    return seg
+
+
+def test_coco_panoptic_decodes_segments_into_classes_and_instances(tmp_path):
+    seg = write_coco(tmp_path)
+    ds = COCOPanoptic(tmp_path, "val")
+    assert len(ds) == 2 and ds.num_classes == 133 and ds.things == tuple(range(80))
+    item = ds[0]
+    sem, inst = item["semantic"].numpy(), item["instance"].numpy()
+    assert item["image"].shape == (3, 8, 12)
+    assert (sem[seg == 5000] == 100).all() and (inst[seg == 5000] == 0).all()  # road: stuff, no instance
+    assert (sem[seg == 70000] == 2).all() and (sem[seg == 7] == 0).all() and (sem[seg == 300] == 0).all()
+    a, b, car = inst[seg == 7][0], inst[seg == 300][0], inst[seg == 70000][0]
+    assert len({a, b, car}) == 3 and min(a, b, car) > 0  # one instance each, numbered from 1
+    assert (inst[seg == 7] == a).all() and (inst[seg == 300] == b).all()
+    assert (sem[seg == 12] == 255).all() and (inst[seg == 12] == 0).all()  # crowd: left out, as PQ does
+    assert (sem[seg == 0] == 255).all()  # void
+
+
+def test_coco_panoptic_errors_name_the_file(tmp_path):
+    import json
+
+    with pytest.raises(FileNotFoundError, match=r"val2017.*expected layout"):
+        COCOPanoptic(tmp_path, "val")
+    write_coco(tmp_path)
+    with pytest.raises(ValueError, match="'train' or 'val'"):
+        COCOPanoptic(tmp_path, "test")
+    path = tmp_path / "annotations/panoptic_val2017.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "categories": meta["categories"][:80]}))
+    with pytest.raises(ValueError, match=r"panoptic_val2017\.json are not COCO panoptic's 133"):
+        COCOPanoptic(tmp_path, "val")
+    path.write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match=r"panoptic_val2017\.json is not COCO panoptic JSON: it has no 'annotations'"):
+        COCOPanoptic(tmp_path, "val")
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"panoptic_val2017\.json is not JSON"):
+        COCOPanoptic(tmp_path, "val")
+    write_coco(tmp_path)
+    png = tmp_path / "annotations/panoptic_val2017/000000000001.png"
+    Image.fromarray(np.full((8, 12, 3), 9, np.uint8)).save(png)  # id 9 + 9*256 + 9*65536: not described
+    ds = COCOPanoptic(tmp_path, "val")
+    with pytest.raises(ValueError, match=r"000000000001\.png has segment id 592137, which its segments_info"):
+        ds[1]
+    png.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot read panoptic PNG .*000000000001\.png"):
+        ds[1]
 
 
 def test_image_folder_reads_your_own_data(tmp_path):
@@ -228,6 +314,7 @@ def write_kitti_raw(root):
 
 # ------------------------------------------------------------------------------------ paper recipes
 RECIPES = {  # config, fake layout, what makes a 2-step CPU run of it small
+    "coco/panoptic_dejavu.yaml": (write_coco, ["--data.size", "[32, 32]", "--model.task.sigma", "2"]),
     "cityscapes/dejavu.yaml": (write_cityscapes, ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]),
     "ade20k/dejavu.yaml": (write_ade20k, ["--data.size", "[64, 64]"]),
     "nyud/multitask_dejavu.yaml": (write_nyud, ["--data.size", "[32, 64]"]),

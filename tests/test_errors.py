@@ -155,7 +155,7 @@ CASES = [
          TypeError, "batch dict"),
     Case("task batch without its entry", lambda f: Depth().loss(torch.rand(2, 1, 8, 8), {"semantic": labels(1)}),
          KeyError, "no 'depth' entry"),
-    Case("task unknown", lambda f: create_task("panoptic"), ValueError, "'panoptic'"),
+    Case("task unknown", lambda f: create_task("edges"), ValueError, "unknown task 'edges'"),
     # ------------------------------------------------------------------ models and weight files
     Case("model unknown", lambda f: create_model("resnet", 6), ValueError, "unknown model 'resnet'"),
     Case("model name not a string", lambda f: create_model(None, 6), TypeError, "name must be a string"),

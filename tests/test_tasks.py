@@ -117,7 +117,7 @@ def test_bad_input():
     with pytest.raises(KeyError, match="depth"):
         Depth().loss(torch.randn(1, 1, 8, 8), {"semantic": torch.zeros(1)})
     with pytest.raises(ValueError, match="unknown task"):
-        create_task("panoptic")
+        create_task("edges")
 
 
 def reference_band(mask: torch.Tensor, d: int) -> torch.Tensor:

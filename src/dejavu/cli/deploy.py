@@ -20,12 +20,13 @@ from tqdm import tqdm
 from ..data import distinct_palette
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image
 from ..models import create_model, load_weights
-from ..tasks import Depth, MultiTask, Normals, Segmentation, Task, create_task
+from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, Task, create_task
 
 __all__ = ["export_main", "load_run", "predict_main"]
 
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
 DEPTH_SCALE = 256.0  # 16-bit depth PNGs hold metres x 256, KITTI's convention (up to 256 m)
+LABEL_DIVISOR = 1000  # panoptic ids = class x 1000 + instance (Cityscapes' and Panoptic-DeepLab's convention)
 
 
 def load_run(path: str | Path) -> tuple[nn.Module, Task, dict[str, Any]]:
@@ -124,6 +125,8 @@ def _outputs(task: Task, stem: str, overlay: bool, raw_ids: bool) -> list[str]:
             names += [f"{stem}_depth.png", f"{stem}_depth.npy"]
         elif isinstance(t, Normals):
             names += [f"{stem}_normals.png"]
+        elif isinstance(t, Panoptic):
+            names += [f"{stem}_panoptic.png"]
     return names + ([f"{stem}_overlay.png"] if overlay else [])
 
 
@@ -157,6 +160,16 @@ def _save(task: Task, raw: Tensor, stem: str, out: Path, meta: dict[str, Any], r
             rgb = ((t.decode(part)[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
             Image.fromarray(rgb).save(out / f"{stem}_normals.png")
             views.append(rgb)
+        elif isinstance(t, Panoptic):
+            from ..training.figures import colourise  # matplotlib, only for this view
+
+            classes, instance = t.decode(part)[0].numpy()
+            ids = classes * LABEL_DIVISOR + instance  # RGB-encoded as COCO's PNGs: R + 256 G + 256^2 B
+            rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
+            Image.fromarray(rgb).save(out / f"{stem}_panoptic.png")
+            palette = [tuple(c) for c in meta["palette"]] if meta.get("palette") else None
+            views.append((255 * colourise(t, torch.from_numpy(np.stack([classes, instance])), True, palette))
+                         .astype(np.uint8))
     return views
 
 
@@ -166,7 +179,8 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
     """Run a trained network over images and write, per image ``STEM``: segmentation as ``STEM.png``
     (indexed with the dataset's palette; ``STEM_ids.png`` the class ids when ``raw_ids``), depth as
     ``STEM_depth.png`` (uint16, metres x 256) and ``STEM_depth.npy`` (float32 metres), normals as
-    ``STEM_normals.png`` (RGB = (n + 1) / 2); ``STEM_overlay.png`` (image beside its predictions)
+    ``STEM_normals.png`` (RGB = (n + 1) / 2), panoptic maps as ``STEM_panoptic.png`` (ids ``class x 1000
+    + instance``, RGB-encoded as COCO's: ``R + 256 G + 256^2 B``); ``STEM_overlay.png`` (image beside its predictions)
     when ``overlay``.
 
     Every image is resized to ``size`` (default: the size the run evaluated at, from ``model.json``;

@@ -5,7 +5,9 @@ A room (floor, three walls of finite height, a distant backdrop above them) hold
 has its own solid procedural texture (flat, checker, stripes or wavy noise) in two colours; a
 directional light shades the scene and the primitives cast shadows. Camera height, yaw, pitch and
 field of view vary. One cast per pixel gives the colour and, from the same hit, the class, the
-z-depth and the normal, so the labels are exactly those of the rendered geometry.
+instance, the z-depth and the normal, so the labels are exactly those of the rendered geometry.
+Panoptic view: the primitives are things (each one its own instance), background, floor and walls
+are stuff.
 
 Camera frame (depth and normals): x right, y down, z forward; depth is the hit's z coordinate.
 """
@@ -20,10 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CLASSES", "SyntheticScenes", "SyntheticVideo", "render_scene", "render_sequence"]
+__all__ = ["CLASSES", "THINGS", "SyntheticScenes", "SyntheticVideo", "render_scene", "render_sequence"]
 
 CLASSES = ("background", "floor", "wall", "sphere", "box", "cylinder")
 BACKGROUND, FLOOR, WALL, SPHERE, BOX, CYLINDER = range(6)
+THINGS = (SPHERE, BOX, CYLINDER)  # countable: each primitive is an instance; the rest is stuff
+_ROOM = 4  # surfaces 0..3 are the floor and the three walls, the primitives follow
 _FAR = 40.0  # radius of the backdrop dome around the camera (metres)
 _EPS = 1e-4
 
@@ -231,6 +235,7 @@ def render_scene(seed: int, index: int, size: tuple[int, int],
     colour = np.empty_like(colour_sorted)
     colour[:, order] = colour_sorted
     classes = np.array([BACKGROUND] + [cls for cls, _, _ in surfaces])[which + 1]
+    instance = np.maximum(which - (_ROOM - 1), 0)  # primitive k (from 0) is instance k + 1; stuff is 0
 
     light = np.array([rng.uniform(-0.7, 0.7), rng.uniform(0.5, 1.0), rng.uniform(-1.0, -0.3)], np.float32)
     light /= np.linalg.norm(light)
@@ -249,6 +254,7 @@ def render_scene(seed: int, index: int, size: tuple[int, int],
     return {
         "image": image.reshape(3, h, w),
         "semantic": classes.reshape(h, w),
+        "instance": instance.reshape(h, w),
         "depth": (t_best * d_cam[2]).reshape(1, h, w).astype(np.float32),
         "normals": normals_cam.reshape(3, h, w).astype(np.float32),
         "intrinsics": intrinsics,
@@ -275,9 +281,10 @@ class SyntheticScenes(Dataset):
         seed: scene ``i`` is a pure function of ``(seed, i)``; use different seeds for train and val.
 
     Item ``i`` is a dict of tensors: ``image`` ``(3, H, W)`` float32 in ``[0, 1]``; ``semantic``
-    ``(H, W)`` int64 with classes :data:`CLASSES`; ``depth`` ``(1, H, W)`` float32, metric z-depth
-    ``> 0``; ``normals`` ``(3, H, W)`` float32 unit vectors in the camera frame (x right, y down,
-    z forward), facing the camera; ``intrinsics`` ``(3, 3)`` float32, the pinhole camera matrix
+    ``(H, W)`` int64 with classes :data:`CLASSES`; ``instance`` ``(H, W)`` int64, each primitive
+    (the classes :data:`THINGS`) numbered from 1 in its scene, 0 on stuff; ``depth`` ``(1, H, W)``
+    float32, metric z-depth ``> 0``; ``normals`` ``(3, H, W)`` float32 unit vectors in the camera
+    frame (x right, y down, z forward), facing the camera; ``intrinsics`` ``(3, 3)`` float32, the pinhole camera matrix
     (pixel centres at half-integers), so ``depth * K^-1 [u, v, 1]`` gives each pixel's 3-D point.
 
     Raises:
@@ -291,6 +298,7 @@ class SyntheticScenes(Dataset):
 
     classes = CLASSES
     num_classes = len(CLASSES)
+    things = THINGS
     targets = ("semantic", "depth", "normals")
     ignore_index = -100  # nothing is unlabelled here; kept for a uniform dataset interface
 

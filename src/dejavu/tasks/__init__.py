@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from .base import Task
 from .dense import Depth, MultiTask, Normals, Segmentation
-from .metrics import AngleMetrics, DepthMetrics
+from .metrics import AngleMetrics, DepthMetrics, PanopticMetrics
+from .panoptic import Panoptic
 from .pretext import Denoising, MaskedModeling
 from .registry import TASKS, create_task, register_task
 from .selfsup import SelfSupervisedDepth
 
 __all__ = ["TASKS", "AngleMetrics", "Denoising", "Depth", "DepthMetrics", "MaskedModeling", "MultiTask", "Normals",
-           "Segmentation", "SelfSupervisedDepth", "Task", "create_task", "register_task"]
+           "Panoptic", "PanopticMetrics", "Segmentation", "SelfSupervisedDepth", "Task", "create_task", "register_task"]

@@ -1,5 +1,5 @@
 """Dataset-level metrics (torchmetrics, synced under DDP): depth errors, normal angles, and the
-boundary IoU of a segmentation."""
+boundary IoU of a segmentation, panoptic quality split into things and stuff."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.detection import PanopticQuality
 
-__all__ = ["AngleMetrics", "BoundaryIoU", "DepthMetrics", "boundary_band"]
+__all__ = ["AngleMetrics", "BoundaryIoU", "DepthMetrics", "PanopticMetrics", "boundary_band"]
 
 
 class DepthMetrics(Metric):
@@ -151,3 +152,37 @@ class BoundaryIoU(Metric):
     def compute(self) -> Tensor:
         seen = self.union > 0
         return (self.intersection[seen] / self.union[seen]).mean() if seen.any() else self.union.new_zeros(())
+
+
+class PanopticMetrics(PanopticQuality):
+    """Panoptic quality (Kirillov et al., CVPR 2019) over a dataset, from torchmetrics'
+    :class:`~torchmetrics.detection.PanopticQuality` (its matching at IoU > 0.5 and its summed
+    states, so it syncs under DDP), reported as ``PQ``, ``SQ``, ``RQ`` over all classes and
+    ``PQ_th``... over things, ``PQ_st``... over stuff: each the mean over the classes that occur in
+    the prediction or the ground truth.
+
+    ``update(pred, target)``: ``(B, H, W, 2)`` integer ``(class, instance)`` pairs; a target class
+    that is neither thing nor stuff (e.g. the ignore label) is void: left out, as in panopticapi.
+
+    Example:
+        >>> t = torch.zeros(1, 4, 4, 2, dtype=torch.long); t[:, :2, :2] = torch.tensor([1, 1])
+        >>> m = PanopticMetrics(things=[1], stuffs=[0]); m.update(t, t)
+        >>> {k: float(v) for k, v in m.compute().items()}["PQ"]
+        1.0
+    """
+
+    def __init__(self, things: list[int], stuffs: list[int], **kwargs) -> None:
+        super().__init__(things, stuffs, return_sq_and_rq=True, return_per_class=True, **kwargs)
+        # the states are ordered things first, then stuff, each sorted (torchmetrics' convention)
+        self.register_buffer("is_thing", torch.arange(len(things) + len(stuffs)) < len(things), persistent=False)
+
+    def compute(self) -> dict[str, Tensor]:
+        tp, fp, fn = (x.double() for x in (self.true_positives, self.false_positives, self.false_negatives))
+        sq = torch.where(tp > 0, self.iou_sum / tp.clamp_min(1), 0.0)
+        rq = tp / (tp + 0.5 * fp + 0.5 * fn).clamp_min(1e-12)
+        seen = (tp + fp + fn) > 0
+        out = {}
+        for suffix, keep in (("", seen), ("_th", seen & self.is_thing), ("_st", seen & ~self.is_thing)):
+            for name, value in (("PQ", sq * rq), ("SQ", sq), ("RQ", rq)):
+                out[name + suffix] = value[keep].mean() if keep.any() else value.new_zeros(())
+        return out

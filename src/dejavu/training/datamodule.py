@@ -17,6 +17,7 @@ from ..data import (
     ADE20K,
     CamVid,
     Cityscapes,
+    COCOPanoptic,
     ImageFolder,
     KITTIDepth,
     KITTIRaw,
@@ -29,13 +30,15 @@ from ..data.transforms import eval_transform, train_transform
 # the datasets by name, and the training pipeline each gets by default (train_transform's arguments);
 # their num_classes and ignore_index fill a segmentation task's (lightning_cli.fill_class_counts)
 DATASETS: dict[str, type[Dataset]] = {"synthetic": SyntheticScenes, "synthetic_video": SyntheticVideo,
-                                      "camvid": CamVid, "cityscapes": Cityscapes, "ade20k": ADE20K, "nyud": NYUDv2,
+                                      "camvid": CamVid, "cityscapes": Cityscapes, "ade20k": ADE20K,
+                                      "coco_panoptic": COCOPanoptic, "nyud": NYUDv2,
                                       "kitti": KITTIDepth, "kitti_raw": KITTIRaw, "folder": ImageFolder}
 USUAL = {"scale": (0.5, 2.0), "flip": True, "jitter": 0.3}
 NONE = {"scale": (1, 1), "flip": False, "jitter": 0}
 DEFAULT_AUGMENTATION: dict[str, dict[str, Any]] = {"synthetic": NONE, "synthetic_video": NONE,
                                               "camvid": NONE,
-                                              "cityscapes": USUAL, "ade20k": USUAL, "nyud": USUAL, "kitti": USUAL,
+                                              "cityscapes": USUAL, "ade20k": USUAL, "coco_panoptic": USUAL,
+                                              "nyud": USUAL, "kitti": USUAL,
                                               "kitti_raw": NONE,  # it resizes itself, with its intrinsics
                                               "folder": USUAL}
 

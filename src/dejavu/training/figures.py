@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..data import distinct_palette
 from ..losses import blank_condition
-from ..tasks import Depth, MultiTask, Normals, Segmentation, Task
+from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, SelfSupervisedDepth, Task
 
 
 def _tasks(task: Task) -> list[Task]:
@@ -36,7 +36,9 @@ def colourise(task: Task, value: Tensor, is_target: bool, palette: Sequence[Sequ
         colours = list(palette)[:task.num_classes] if palette else distinct_palette(task.num_classes)
         palette = np.array([*colours, (0, 0, 0)], dtype=np.float64) / 255
         return palette[np.where((labels >= 0) & (labels < task.num_classes), labels, task.num_classes)]
-    if isinstance(task, Depth):
+    if isinstance(task, Panoptic):
+        return _panoptic_colours(task, value if is_target else task.decode(value[None])[0], palette)
+    if isinstance(task, (Depth, SelfSupervisedDepth)):
         d = (value if is_target else task.decode(value[None])[0])[0].numpy()
         inv = 1 / np.clip(d, 1e-3, None)  # inverse depth: near is bright, as usual for depth maps
         return plt.get_cmap("magma")((inv - inv.min()) / max(np.ptp(inv), 1e-6))[..., :3]
@@ -46,6 +48,20 @@ def colourise(task: Task, value: Tensor, is_target: bool, palette: Sequence[Sequ
     # pretext tasks (denoising, masked modelling): an image-like map, stretched to [0, 1]
     v = value.float().permute(1, 2, 0).numpy()
     return (v - v.min()) / max(np.ptp(v), 1e-6)
+
+
+def _panoptic_colours(task: Panoptic, value: Tensor, palette: Sequence[Sequence[int]] | None) -> np.ndarray:
+    """A panoptic map ``(2, H, W)`` (class, instance): stuff in its class colour, each thing instance in
+    a colour of its own (instance k of the image: the k-th of a golden-ratio palette), void black."""
+    classes, instance = value.numpy()
+    colours = list(palette)[:task.num_classes] if palette else distinct_palette(task.num_classes)
+    stuff = np.array([*colours, (0, 0, 0)], dtype=np.float64) / 255
+    out = stuff[np.where((classes >= 0) & (classes < task.num_classes), classes, task.num_classes)]
+    thing = (instance > 0) & np.isin(classes, task.things)
+    if thing.any():
+        own = np.array(distinct_palette(int(instance.max()) + 7), dtype=np.float64)[6:] / 255  # skip class-like hues
+        out[thing] = own[instance[thing] - 1]
+    return out
 
 
 def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[str, Tensor],
@@ -66,7 +82,8 @@ def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[st
         ("input", [im.permute(1, 2, 0).clamp(0, 1).numpy() for im in images])
     ]
     for i, t in enumerate(_tasks(task)):
-        columns.append((f"{t.name}: ground truth", [colourise(t, y, True, palette) for y in targets[t.key]]))
+        truth = t.target_map(targets) if isinstance(t, Panoptic) else targets[t.key]
+        columns.append((f"{t.name}: ground truth", [colourise(t, y, True, palette) for y in truth]))
         for name, raw in predictions.items():
             part = _split(task, raw)[i]
             columns.append((f"{t.name}: {name}", [colourise(t, p, False, palette) for p in part]))

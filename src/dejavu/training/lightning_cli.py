@@ -218,17 +218,20 @@ def _base_chain(path: Path) -> list[Path]:
 
 
 def fill_class_counts(task: dict[str, Any], dataset: str | dict) -> None:
-    """Take a segmentation task's ``num_classes``, ``ignore_index`` and ``class_names`` from the dataset
-    (its class, or a folder's ``init_args``) when the config leaves them out, so they are written once;
-    a config that gives another count is an error."""
+    """Take a segmentation or panoptic task's ``num_classes``, ``ignore_index`` and ``class_names``
+    (and a panoptic task's ``things``) from the dataset (its class, or a folder's ``init_args``) when
+    the config leaves them out, so they are written once; a config that gives another count is an error."""
     cls, init_args = dataset_class(dataset)
     names = class_names(cls, init_args)
     known = {"num_classes": init_args.get("num_classes") or (len(names) if names else None),
              "ignore_index": init_args.get("ignore_index", getattr(cls, "ignore_index", None)),
              "class_names": names}
+    things = init_args.get("things", getattr(cls, "things", None))
     for spec in task.get("tasks") or [task]:
-        if spec.get("name") != "segmentation":
+        if spec.get("name") not in ("segmentation", "panoptic"):
             continue
+        if spec["name"] == "panoptic" and spec.get("things") is None and things is not None:
+            spec["things"] = list(things)
         for key, value in known.items():
             given = spec.get(key)
             if given is None and value is not None:
