@@ -60,12 +60,12 @@ def instance_centres(instance: Tensor, sigma: float) -> tuple[Tensor, Tensor, Te
     index, image, centre = _centroids(instance)
     heat = torch.zeros(b, h, w, device=instance.device)
     r = math.ceil(3 * sigma)  # the Gaussian is drawn within 3 sigma of its centre: O(sigma^2) per instance
-    for k, (cy, cx) in enumerate(centre.tolist()):  # one sync for all; images hold tens of instances
+    for i, (cy, cx) in zip(image.tolist(), centre.tolist(), strict=True):  # one sync; tens of instances an image
         top, left = max(round(cy) - r, 0), max(round(cx) - r, 0)
         y = torch.arange(top, min(round(cy) + r + 1, h), device=heat.device).view(-1, 1)
         x = torch.arange(left, min(round(cx) + r + 1, w), device=heat.device).view(1, -1)
         g = torch.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma**2))
-        patch = heat[image[k], top:top + g.shape[0], left:left + g.shape[1]]
+        patch = heat[i, top:top + g.shape[0], left:left + g.shape[1]]  # a view: written in place
         torch.maximum(patch, g, out=patch)
     y, x = torch.meshgrid(torch.arange(h, device=heat.device), torch.arange(w, device=heat.device), indexing="ij")
     grid = torch.stack([y, x], -1).expand(b, h, w, 2)
