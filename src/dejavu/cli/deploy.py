@@ -167,9 +167,8 @@ def _save(task: Task, raw: Tensor, stem: str, out: Path, meta: dict[str, Any], r
             ids = classes * LABEL_DIVISOR + instance  # RGB-encoded as COCO's PNGs: R + 256 G + 256^2 B
             rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
             Image.fromarray(rgb).save(out / f"{stem}_panoptic.png")
-            palette = [tuple(c) for c in meta["palette"]] if meta.get("palette") else None
-            views.append((255 * colourise(t, torch.from_numpy(np.stack([classes, instance])), True, palette))
-                         .astype(np.uint8))
+            view = colourise(t, torch.from_numpy(np.stack([classes, instance])), True, meta.get("palette"))
+            views.append((255 * view).astype(np.uint8))
     return views
 
 

@@ -123,20 +123,16 @@ class COCOPanoptic(DenseDataset):
         ids = torch.from_numpy(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2])
         if image.shape[-2:] != ids.shape:
             raise ValueError(f"COCOPanoptic: image {image_path} and its PNG {png_path} differ in size")
-        semantic = torch.full_like(ids, self.ignore_index)
-        instance = torch.zeros_like(ids)
-        known = {0}
+        # (class, instance) per segment id: void (id 0) and crowds are ignored, things numbered from 1
+        pairs = {0: (self.ignore_index, 0)}
         for number, seg in enumerate(segments, start=1):
-            known.add(seg["id"])
-            if seg.get("iscrowd"):
-                continue
-            at = ids == seg["id"]
             cls = self.category[seg["category_id"]]
-            semantic[at] = cls
-            if cls in self.things:
-                instance[at] = number
-        stray = set(torch.unique(ids).tolist()) - known
+            pairs[seg["id"]] = ((self.ignore_index, 0) if seg.get("iscrowd")
+                                else (cls, number if cls in self.things else 0))
+        present, inverse = torch.unique(ids, return_inverse=True)  # one pass over the pixels
+        stray = [i for i in present.tolist() if i not in pairs]
         if stray:
-            raise ValueError(f"COCOPanoptic: {png_path} has segment id {min(stray)}, which its segments_info does "
+            raise ValueError(f"COCOPanoptic: {png_path} has segment id {stray[0]}, which its segments_info does "
                              "not describe")
+        semantic, instance = torch.tensor([pairs[i] for i in present.tolist()])[inverse].unbind(-1)
         return {"image": image, "semantic": semantic, "instance": instance}

@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..losses import probabilities
 from .base import Task
+from .dense import Segmentation
 from .metrics import PanopticMetrics
 from .registry import register_task
 
@@ -144,6 +145,7 @@ class Panoptic(Task):
     Raises:
         ValueError: ``things`` empty or outside ``0..num_classes - 1``; a batch without ``instance``
             or with labels outside the classes.
+        TypeError: labels that are not integers.
 
     Example:
         >>> task = Panoptic(num_classes=6, things=[3, 4, 5])
@@ -157,13 +159,11 @@ class Panoptic(Task):
                  class_names: list[str] | None = None, sigma: float = 8.0, centre_weight: float = 10.0,
                  offset_weight: float = 1.0, threshold: float = 0.1, nms_kernel: int = 7, top_k: int = 200) -> None:
         things = sorted({int(t) for t in things})
-        if num_classes < 2:
-            raise ValueError(f"Panoptic: num_classes must be >= 2, got {num_classes}")
+        # the semantic half is a segmentation: its checks (num_classes, class_names, labels) and its loss
+        self.semantic = Segmentation(num_classes, ignore_index, class_names=class_names)
         if not things or things[0] < 0 or things[-1] >= num_classes:
             raise ValueError(f"Panoptic: things must be a non-empty list of classes in 0..{num_classes - 1}, "
                              f"got {things}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"Panoptic: {len(class_names)} class_names for num_classes={num_classes}")
         if sigma <= 0 or nms_kernel < 1 or nms_kernel % 2 == 0:
             raise ValueError(f"Panoptic: need sigma > 0 and an odd nms_kernel, got {sigma}, {nms_kernel}")
         self.num_classes, self.channels, self.things = num_classes, num_classes + 3, things
@@ -177,12 +177,7 @@ class Panoptic(Task):
             have = sorted(target) if isinstance(target, Mapping) else type(target).__name__
             raise ValueError(f"Panoptic: the batch needs 'semantic' and 'instance' maps (has {have}); use a panoptic "
                              "dataset (synthetic, coco_panoptic, or yours with an 'instance' entry)")
-        semantic, instance = target["semantic"], target["instance"]
-        bad = ((semantic < 0) | (semantic >= self.num_classes)) & (semantic != self.ignore_index)
-        if bad.any():
-            raise ValueError(f"Panoptic: label {int(semantic[bad][0])} is outside 0..{self.num_classes - 1} and is "
-                             f"not ignore_index={self.ignore_index}")
-        return semantic.long(), instance.long()
+        return self.semantic._target(target), target["instance"].long()
 
     def _parts(self, raw: Tensor, size: torch.Size) -> tuple[Tensor, Tensor, Tensor]:
         raw = self._resized(raw, size)
@@ -193,8 +188,7 @@ class Panoptic(Task):
         semantic, instance = self._labels(target)
         logits, heat, offsets = self._parts(raw, semantic.shape[-2:])
         true_heat, true_offsets, thing = instance_centres(instance, self.sigma)
-        loss = F.cross_entropy(logits, semantic, ignore_index=self.ignore_index)
-        loss = loss + self.centre_weight * F.mse_loss(heat, true_heat)
+        loss = self.semantic.loss(logits, semantic) + self.centre_weight * F.mse_loss(heat, true_heat)
         l1 = ((offsets - true_offsets).abs() * thing).sum() / (2 * thing.sum()).clamp_min(1)
         return loss + self.offset_weight * l1
 
@@ -210,11 +204,8 @@ class Panoptic(Task):
     def target_condition(self, target: Mapping[str, Tensor]) -> Tensor:
         """One-hot labels (ignored pixels uniform), the true heatmap and offsets."""
         semantic, instance = self._labels(target)
-        ignored = semantic == self.ignore_index
-        onehot = F.one_hot(semantic.masked_fill(ignored, 0), self.num_classes).permute(0, 3, 1, 2).float()
-        onehot = torch.where(ignored[:, None], torch.full_like(onehot, 1 / self.num_classes), onehot)
         heat, offsets, _ = instance_centres(instance, self.sigma)
-        return torch.cat([onehot, heat, offsets], 1)
+        return torch.cat([self.semantic.target_condition(semantic), heat, offsets], 1)
 
     def mirror(self, raw: Tensor) -> Tensor:
         """Mirrored back; the x offsets change sign."""

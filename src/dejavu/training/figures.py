@@ -32,10 +32,7 @@ def colourise(task: Task, value: Tensor, is_target: bool, palette: Sequence[Sequ
     segmentation in ``palette`` (the dataset's; default :func:`dejavu.data.distinct_palette`), ignored
     pixels black."""
     if isinstance(task, Segmentation):
-        labels = (value if is_target else value.argmax(0)).numpy()
-        colours = list(palette)[:task.num_classes] if palette else distinct_palette(task.num_classes)
-        palette = np.array([*colours, (0, 0, 0)], dtype=np.float64) / 255
-        return palette[np.where((labels >= 0) & (labels < task.num_classes), labels, task.num_classes)]
+        return _class_colours((value if is_target else value.argmax(0)).numpy(), task.num_classes, palette)
     if isinstance(task, Panoptic):
         return _panoptic_colours(task, value if is_target else task.decode(value[None])[0], palette)
     if isinstance(task, (Depth, SelfSupervisedDepth)):
@@ -50,13 +47,19 @@ def colourise(task: Task, value: Tensor, is_target: bool, palette: Sequence[Sequ
     return (v - v.min()) / max(np.ptp(v), 1e-6)
 
 
+def _class_colours(labels: np.ndarray, num_classes: int, palette: Sequence[Sequence[int]] | None) -> np.ndarray:
+    """Class ids ``(H, W)`` as RGB in ``palette`` (default :func:`dejavu.data.distinct_palette`); ids
+    outside the classes (ignored pixels) black."""
+    colours = list(palette)[:num_classes] if palette else distinct_palette(num_classes)
+    table = np.array([*colours, (0, 0, 0)], dtype=np.float64) / 255
+    return table[np.where((labels >= 0) & (labels < num_classes), labels, num_classes)]
+
+
 def _panoptic_colours(task: Panoptic, value: Tensor, palette: Sequence[Sequence[int]] | None) -> np.ndarray:
     """A panoptic map ``(2, H, W)`` (class, instance): stuff in its class colour, each thing instance in
     a colour of its own (instance k of the image: the k-th of a golden-ratio palette), void black."""
     classes, instance = value.numpy()
-    colours = list(palette)[:task.num_classes] if palette else distinct_palette(task.num_classes)
-    stuff = np.array([*colours, (0, 0, 0)], dtype=np.float64) / 255
-    out = stuff[np.where((classes >= 0) & (classes < task.num_classes), classes, task.num_classes)]
+    out = _class_colours(classes, task.num_classes, palette)
     thing = (instance > 0) & np.isin(classes, task.things)
     if thing.any():
         own = np.array(distinct_palette(int(instance.max()) + 7), dtype=np.float64)[6:] / 255  # skip class-like hues
