@@ -11,6 +11,10 @@ from dejavu import DejaVuLoss
 from dejavu.losses import LPIPS, PRESETS, hard_probabilities, structural_similarity
 from dejavu.tasks import Depth, MultiTask, Normals, Segmentation
 
+# a CRM whose projection is not zero: a fresh CRM regenerates the redacted image exactly and sends no
+# gradient (by design, test_regeneration.py); these tests are about what happens once it has moved
+MOVED = {"init_scale": 0.02}
+
 
 def small_net(classes: int = 5) -> nn.Module:
     torch.manual_seed(0)
@@ -18,7 +22,7 @@ def small_net(classes: int = 5) -> nn.Module:
 
 
 def test_gradients_reach_prediction_not_image():
-    loss_fn = DejaVuLoss(5, "random_blocks", "forward", lpips_weights="random")
+    loss_fn = DejaVuLoss(5, "random_blocks", "forward", lpips_weights="random", regenerator_kwargs=MOVED)
     image = torch.rand(2, 3, 32, 32, requires_grad=True)
     pred = torch.randn(2, 5, 32, 32, requires_grad=True)
     loss_fn(image, pred).loss.backward()
@@ -241,7 +245,7 @@ def test_state_is_copyable():
 
 
 def test_reduced_resolution_regeneration():
-    loss_fn = DejaVuLoss(5, "checkerboard", "forward", lpips_weight=0, scale=0.5)
+    loss_fn = DejaVuLoss(5, "checkerboard", "forward", lpips_weight=0, scale=0.5, regenerator_kwargs=MOVED)
     image, pred = torch.rand(2, 3, 64, 48), torch.randn(2, 5, 64, 48, requires_grad=True)
     out = loss_fn(image, pred)
     assert out.regenerated.shape == out.redacted.shape == (2, 3, 32, 24)
@@ -252,7 +256,7 @@ def test_reduced_resolution_regeneration():
 
 
 def test_lpips_on_the_last_step_only():
-    kw = dict(regenerator="recursive", regenerator_kwargs={"steps": 3}, lpips_weights="random", mse_weight=0.0,
+    kw = dict(regenerator="recursive", regenerator_kwargs={"steps": 3, **MOVED}, lpips_weights="random", mse_weight=0.0,
               scale=1.0)
     torch.manual_seed(0)
     every = DejaVuLoss(5, "checkerboard", lpips_steps="all", **kw)
@@ -269,7 +273,7 @@ def test_lpips_on_the_last_step_only():
 def test_torch_compile(redaction):
     """Dynamo captures the loss and AOT autograd differentiates it; results match eager mode."""
     torch.manual_seed(0)
-    loss_fn = DejaVuLoss(5, redaction, "recursive", regenerator_kwargs={"steps": 2}, lpips_weight=0)
+    loss_fn = DejaVuLoss(5, redaction, "recursive", regenerator_kwargs={"steps": 2, **MOVED}, lpips_weight=0)
     compiled = torch.compile(loss_fn, backend="aot_eager")
     image, pred = torch.rand(2, 3, 32, 32), torch.randn(2, 5, 32, 32, requires_grad=True)
     eager = loss_fn(image, pred, generator=torch.Generator().manual_seed(1)).loss
@@ -326,8 +330,8 @@ def test_a_band_erased_by_downsampling_is_flagged():
 def test_the_ssim_term_is_one_minus_ssim_of_the_last_step_and_trains_the_prediction():
     torch.manual_seed(0)
     image, pred = torch.rand(2, 3, 64, 64), torch.randn(2, 4, 64, 64, requires_grad=True)
-    plain = DejaVuLoss(4, "checkerboard", "recursive", regenerator_kwargs={"steps": 3}, lpips_weight=0)
-    both = DejaVuLoss(4, "checkerboard", "recursive", regenerator_kwargs={"steps": 3}, lpips_weight=0,
+    plain = DejaVuLoss(4, "checkerboard", "recursive", regenerator_kwargs={"steps": 3, **MOVED}, lpips_weight=0)
+    both = DejaVuLoss(4, "checkerboard", "recursive", regenerator_kwargs={"steps": 3, **MOVED}, lpips_weight=0,
                       ssim_weight=0.5)
     both.load_state_dict(plain.state_dict())
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731

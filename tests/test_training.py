@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,9 +112,25 @@ def test_interrupt_then_resume_then_test(tmp_path):
 
 def test_a_diverging_run_stops_and_exports_nothing(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", dejavu=False, model__lr=1e30, model__optimizer="sgd")
-    with pytest.raises(FloatingPointError, match=r"not finite at epoch 0, step \d+ \(task_loss .*--model.lr"):
+    with pytest.raises(FloatingPointError, match=r"not finite at epoch 0, step \d+: task_loss .*--model.lr"):
         dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "run"))
     assert not (tmp_path / "run" / "model.safetensors").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_diverging_regenerator_is_stopped_where_it_starts(tmp_path):
+    """Issue 24's reproduction inside `dejavu fit`: the paper's Cityscapes regenerator (random blocks
+    b=32, CRM-R 20 steps) in the network's momentum SGD, at a learning rate above the CRM's stability
+    limit. The run stops at the first steps, before any NaN, naming each term and what to change."""
+    cfg = write_config(tmp_path / "c.yaml", model__optimizer="sgd", model__lr=30.0, model__crm_lr=None,
+                       model__dejavu={"redaction": {"name": "random_blocks", "block_size": 32, "threshold": 0.4},
+                                      "regenerator": "recursive", "regenerator_kwargs": {"steps": 20},
+                                      "lpips_weight": 0.0})
+    with pytest.raises(FloatingPointError) as e:
+        dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "run"))
+    message = str(e.value)
+    assert re.search(r"diverged at epoch 0, step [1-5]: task_loss .*dejavu_loss .*x its first value", message), message
+    assert "--model.lr (now 30)" in message and "no checkpoint was written" in message
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_json_outputs_are_valid_json_with_nan(tmp_path):

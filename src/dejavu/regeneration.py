@@ -8,11 +8,17 @@ along channels (``3 + N`` in); ``"multiply"`` multiplies the channel-mean of the
 prediction channel (``N`` in).
 
 Both CRMs predict a correction that is added to the image they refine, and their last layer starts
-small (``init_scale``): at initialisation the regenerated image is the redacted one plus a
-perturbation of RMS ``init_scale``, so the regeneration loss starts at the redaction's error (never
-above it) while its gradient on the prediction is already of the order of a task loss's. A CRM that
-starts from a random projection instead regenerates noise, and its gradient trains the network on
-that noise (a 20-step CRM-R drifted to 1,000x the redaction's error).
+at zero (``init_scale=0``): a fresh CRM returns the redacted image exactly, so the regeneration loss
+starts at the redaction's error and any learning takes it below. A CRM that starts from a random
+projection instead regenerates noise, and its gradient trains the network on that noise (a 20-step
+CRM-R drifted to 1,000x the redaction's error); a small random start (RMS 0.02) was as large as the
+whole error of a band-stop redaction on smooth images, which the CRM then first had to unlearn.
+
+CRM-R takes Euler steps of size ``1 / steps``: ``I[k+1] = I[k] + f(I[k], condition) / steps``. The
+same function class as ``I[k] + f`` (the factor folds into the projection), but the projection's
+gradient is the mean over the steps rather than their sum, so its curvature does not grow with
+``steps**2``. With the plain sum, SGD at 0.01 with momentum 0.9 (the paper's Cityscapes optimiser)
+diverged in three steps (regeneration MSE 0.08, 19.5, 5.7e3, ...); see ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -113,7 +119,8 @@ class ForwardCRM(nn.Module):
         stages: number of stages (paper's best: 2, supp. Table B.3).
         width: channels of every hidden layer; ``None`` gives :func:`default_width` of ``N``.
         conditioning: ``"concat"`` or ``"multiply"``.
-        init_scale: RMS of the correction at initialisation (see the module's docstring).
+        init_scale: RMS of the correction at initialisation; 0 (default) starts at the redacted image
+            (see the module's docstring).
 
     Raises:
         ValueError: a count below 1, a negative ``init_scale``, or unknown ``conditioning``.
@@ -125,7 +132,7 @@ class ForwardCRM(nn.Module):
     """
 
     def __init__(self, pred_channels: int, stages: int = 2, width: int | None = None, conditioning: str = "concat",
-                 init_scale: float = 0.02) -> None:
+                 init_scale: float = 0.0) -> None:
         super().__init__()
         width = default_width(pred_channels) if width is None else width
         _check_args("ForwardCRM", pred_channels, width, conditioning, init_scale, stages=stages)
@@ -142,8 +149,8 @@ class ForwardCRM(nn.Module):
 
 class RecursiveCRM(nn.Module):
     """CRM-R: one Conv-BN-ReLU block (and a 3x3 projection to 3 channels) applied ``steps`` times,
-    each step refining the last image: ``I[k+1] = I[k] + f(combine(I[k], condition))``, ``I[0]`` the
-    redacted image.
+    each step refining the last image: ``I[k+1] = I[k] + f(combine(I[k], condition)) / steps``, ``I[0]``
+    the redacted image (Euler steps: the gradient does not grow with ``steps``, see the module's docstring).
 
     With ``"concat"`` the first convolution is split into its image part and its condition part;
     the condition part does not change between steps, so it is computed once. This is the same
@@ -153,8 +160,8 @@ class RecursiveCRM(nn.Module):
         pred_channels, conditioning: as for :class:`ForwardCRM`.
         width: hidden channels; ``None`` gives :func:`default_width` of ``N`` for CRM-R.
         steps: refinement steps ``T`` (paper: 20).
-        init_scale: RMS of the total correction after ``T`` steps at initialisation: each step's
-            projection starts at ``init_scale / steps``, so the start does not depend on ``T``.
+        init_scale: RMS of each step's projection at initialisation, before the ``1 / steps`` factor;
+            0 (default) starts at the redacted image.
         checkpoint: recompute each step's activations in the backward pass instead of keeping them
             (``torch.utils.checkpoint``): the same gradients, the memory of ``T`` steps cut to what
             the steps' inputs take, for about one more forward pass of the CRM.
@@ -166,7 +173,7 @@ class RecursiveCRM(nn.Module):
     """
 
     def __init__(self, pred_channels: int, steps: int = 20, width: int | None = None, conditioning: str = "concat",
-                 init_scale: float = 0.02, checkpoint: bool = True) -> None:
+                 init_scale: float = 0.0, checkpoint: bool = True) -> None:
         super().__init__()
         width = default_width(pred_channels, recursive=True) if width is None else width
         _check_args("RecursiveCRM", pred_channels, width, conditioning, init_scale, steps=steps)
@@ -180,7 +187,7 @@ class RecursiveCRM(nn.Module):
         self.norm = batch_norm(width)
         self.act = nn.ReLU(inplace=True)
         self.head = nn.Conv2d(width, 3, 3, padding=1)
-        small_init_(self.head, init_scale / steps)
+        small_init_(self.head, init_scale)
 
     def step(self, image: Tensor, condition: Tensor, fixed: Tensor | None) -> Tensor:
         """One refinement ``I[k] -> I[k+1]``; ``fixed`` is the condition's part of the first conv."""
@@ -188,7 +195,7 @@ class RecursiveCRM(nn.Module):
             h = self.image_conv(image) + fixed
         else:
             h = self.image_conv(combine(image, condition, "multiply"))
-        return image + self.head(self.act(self.norm(h)))
+        return torch.add(image, self.head(self.act(self.norm(h))), alpha=1 / self.steps)
 
     def forward(self, redacted: Tensor, condition: Tensor) -> list[Tensor]:
         _check_inputs("RecursiveCRM", redacted, condition, self.pred_channels)

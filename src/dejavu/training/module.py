@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,12 +14,14 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from .. import redaction as R
 from ..extensions import CyclicConsistency, SharedAttentionRegeneration, TextSupervision, TrainingStep
-from ..losses import DejaVuLoss
+from ..losses import DejaVuLoss, NonFiniteError
 from ..models import create_model, load_weights
 from ..models.shared_attention import SharedAttention
 from ..tasks import MultiTask, Task, create_task
+from .divergence import DivergenceGuard
 from .inference import check_inference
 from .inference import predict as predict_views
+from .optim import JointOptimizer
 
 
 def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
@@ -37,18 +41,18 @@ HEADS = ("head", "heads", "segmentation_head")
 
 
 def parameter_groups(module: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 1.0,
-                     no_decay_norm_bias: bool = False) -> list[dict[str, Any]]:
-    """The trainable parameters of ``module`` in optimiser groups by learning rate and weight decay:
-    the network's head (:data:`HEADS`, or all but an smp network's ``encoder``) at ``head_lr_mult * lr``,
-    normalisation parameters and biases without decay when ``no_decay_norm_bias``. The CRM and other
-    auxiliaries train at ``lr``."""
+                     no_decay_norm_bias: bool = False, exclude: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
+    """The trainable parameters of ``module`` (but those whose ``id`` is in ``exclude``) in optimiser
+    groups by learning rate and weight decay: the network's head (:data:`HEADS`, or all but an smp
+    network's ``encoder``) at ``head_lr_mult * lr``, normalisation parameters and biases without decay
+    when ``no_decay_norm_bias``. Auxiliaries train at ``lr``."""
     net = getattr(module, "net", module)
     head = {id(p) for name, p in net.named_parameters()
             if (name.split(".")[0] != "encoder" if hasattr(net, "encoder") else name.split(".")[0] in HEADS)}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for owner in module.modules():
         for name, p in owner.named_parameters(recurse=False):
-            if p.requires_grad:
+            if p.requires_grad and id(p) not in exclude:
                 quiet = no_decay_norm_bias and (isinstance(owner, NORMS) or name == "bias")
                 groups.setdefault((id(p) in head and head_lr_mult != 1, quiet), []).append(p)
     return [{"params": params, "lr": lr * (head_lr_mult if is_head else 1.0),
@@ -94,6 +98,12 @@ class DejaVuModule(L.LightningModule):
             :func:`dejavu.training.inference.predict`); ``None``: one pass over the whole image.
         channels_last: keep convolution weights and images in channels-last memory order (same
             numbers, about 1.8x faster on the CPUs we measured; see benchmarks/RESULTS.md).
+        crm_lr: the learning rate of the CRM's own Adam (:meth:`dejavu.DejaVuLoss.regenerator_optimizer`),
+            stepped with the network's optimiser and on the same schedule; ``None`` trains the CRM in the
+            network's optimiser at ``lr`` instead (stable, but slow under SGD for spectral redactions).
+        divergence_factor: stop the run when a logged training loss term exceeds this multiple of
+            its value at the first step, or is NaN/Inf (:class:`~dejavu.training.divergence.DivergenceGuard`);
+            0 stops on NaN/Inf only.
 
     The CRM's parameters train with the network and are saved in checkpoints; the exported
     inference model (see :mod:`dejavu.training.callbacks`) is ``self.net`` alone.
@@ -122,10 +132,16 @@ class DejaVuModule(L.LightningModule):
         warmup_steps: int = 0,
         head_lr_mult: float = 1.0,
         no_decay_norm_bias: bool = False,
+        crm_lr: float | None = 1e-3,
+        divergence_factor: float = 1000.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_inference(inference)
+        self.guard = DivergenceGuard(divergence_factor)
+        if crm_lr is not None and (isinstance(crm_lr, bool) or not isinstance(crm_lr, (int, float)) or crm_lr <= 0):
+            raise ValueError(f"model.crm_lr must be a number > 0, or null to train the CRM in the network's "
+                             f"optimiser; got {crm_lr!r}")
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"model.optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         self.task: Task = _build("model.task", create_task, task)
@@ -194,7 +210,7 @@ class DejaVuModule(L.LightningModule):
             out = self.dejavu_loss.from_condition(image, self.task.target_condition(batch))
             self.log_dict({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse}, batch_size=image.shape[0])
             self.log("loss", out.loss, prog_bar=True, logger=False, batch_size=image.shape[0])
-            return self.finite(out.loss, {"dejavu_loss": out.loss})
+            return self.checked(out.loss, {"dejavu_loss": out.loss, "regen_mse": out.mse})
         if self.augmentation is not None and torch.rand(()) < self.augment_p:
             image = self.augmentation(image)
         raw, extras = self.predict(image)
@@ -203,7 +219,10 @@ class DejaVuModule(L.LightningModule):
         logs = {"train/task_loss": task_loss}
         out = None
         if self.dejavu_loss is not None:
-            out = self.dejavu_loss(image, raw)
+            try:
+                out = self.dejavu_loss(image, raw)
+            except NonFiniteError as e:  # the network's weights diverged at the last update, or the data is bad
+                self.checked(loss, {**logs, "prediction": torch.tensor(math.nan)}, f"{e}. ")
             loss = loss + out.loss
             logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips,
                          "train/regen_ssim": out.ssim})
@@ -215,29 +234,49 @@ class DejaVuModule(L.LightningModule):
         logs["train/loss"] = loss
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=image.shape[0])
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=image.shape[0])
-        return self.finite(loss, logs)
+        return self.checked(loss, logs)
 
-    def finite(self, loss: Tensor, parts: dict[str, Tensor]) -> Tensor:
-        """``loss``, or a ``FloatingPointError`` naming the step and each part when it is NaN or Inf.
+    def checked(self, loss: Tensor, parts: dict[str, Tensor], cause: str = "") -> Tensor:
+        """``loss``, or a ``FloatingPointError`` naming the step and each part when one is NaN/Inf or has
+        diverged (:class:`DivergenceGuard`, one sync per step).
 
-        A diverged run must stop rather than save NaN weights as its result (one sync per step); the run
-        folder keeps the last good checkpoint, and nothing is exported.
+        A diverging run must stop where it starts rather than train on, or save NaN weights as its result:
+        nothing is exported, and the message says which checkpoint is left to resume from.
         """
-        if not torch.isfinite(loss):
-            detail = ", ".join(f"{k.removeprefix('train/')} {float(v):.4g}" for k, v in parts.items())
-            raise FloatingPointError(
-                f"dejavu fit: the training loss is not finite at epoch {self.current_epoch}, step {self.global_step} "
-                f"({detail}). Lower --model.lr (now {self.hparams.lr:g}) or check the data for NaN/Inf; the run "
-                f"folder keeps its last good checkpoint and exports nothing.")
+        parts = {k.removeprefix("train/"): v for k, v in parts.items()}
+        own = (" (the CRM trains in the network's optimiser: --model.crm_lr 0.001 gives it its own Adam)"
+               if self.dejavu_loss is not None and self.hparams.crm_lr is None else "")
+        advice = (f"{cause}Lower --model.lr (now {self.hparams.lr:g}){own} or check the data for NaN/Inf; "
+                  f"{self._checkpoint_note()}. Nothing is exported. (--model.divergence_factor "
+                  f"{self.guard.factor:g} sets when a loss counts as diverged.)")
+        where = f"epoch {self.current_epoch}, step {self.global_step}"
+        try:
+            self.guard({**parts, "loss": loss}, where, advice)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"dejavu fit: {e}") from None
         return loss
+
+    def _checkpoint_note(self) -> str:
+        callback = self._trainer.checkpoint_callback if self._trainer is not None else None
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else None
+        saved = sorted(p.name for p in folder.glob("*.ckpt")) if folder is not None and folder.is_dir() else []
+        if not saved:
+            return "no checkpoint was written before this step, so start again"
+        return f"the checkpoints written before this step are in {folder} ({', '.join(saved)}): resume with --ckpt_path"
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        groups = parameter_groups(self, hp.lr, hp.weight_decay, hp.head_lr_mult, hp.no_decay_norm_bias)
-        if hp.optimizer == "sgd":
+        crm = self.dejavu_loss.regenerator_optimizer(hp.crm_lr) if self.dejavu_loss and hp.crm_lr else None
+        mine = frozenset(id(p) for g in crm.param_groups for p in g["params"]) if crm else frozenset()
+        groups = parameter_groups(self, hp.lr, hp.weight_decay, hp.head_lr_mult, hp.no_decay_norm_bias, mine)
+        if not groups and crm is not None:  # CRM pretraining: the network is frozen
+            opt = crm
+        elif hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
         else:
             opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        if crm is not None and opt is not crm:
+            opt = JointOptimizer(opt, crm)
         power, warmup = hp.poly_power, hp.warmup_steps
 
         def poly(step: int) -> float:
@@ -303,8 +342,12 @@ class DejaVuModule(L.LightningModule):
         name, mode = self.task.monitor
         return f"val/{name}", mode
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["divergence_reference"] = self.guard.state_dict()  # a resumed run judges by the same first values
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_state_dict(self, checkpoint["state_dict"], checkpoint.get("dejavu_source", "the checkpoint"))
+        self.guard.load_state_dict(checkpoint.get("divergence_reference", {}))
 
 
 def _build_dejavu(spec: dict[str, Any], task: Task) -> DejaVuLoss:
