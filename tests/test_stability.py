@@ -24,7 +24,7 @@ OPTIMISERS = {  # the papers' and ours (supp. C; monodepth2; the synthetic and C
 }
 TASKS = {"cityscapes": Segmentation(6), "coco_panoptic": Segmentation(6), "kitti_depth": Depth(),
          "nyud": MultiTask([Segmentation(6), Depth(), Normals()])}
-STEPS, TRAIN, HELD_OUT, BATCH = 200, 40, 8, 4
+STEPS, TRAIN, HELD_OUT, BATCH = 200, 96, 8, 4  # 40 scenes let a nyud CRM overfit (one seed 1.002x)
 
 
 @pytest.fixture
@@ -117,10 +117,12 @@ def test_every_preset_learns_whatever_trains_the_network(preset, optimiser, scen
 def test_a_crm_in_the_networks_optimiser_stays_stable(preset, optimiser, scenes, one_thread):
     """The CRM's parameters in the network's own optimiser (how the README used to show it): CRM-R took
     SGD 0.01 to NaN in 7 steps. Now no loss is non-finite and the held-out regeneration never ends
-    worse than the redacted input (a spectral CRM learns slowly under SGD: no better is allowed)."""
+    worse than the redacted input (a spectral CRM learns slowly under SGD: no better is allowed); the
+    loss stays within 10x its first steps' (batches differ by how many blocks they remove; a divergence
+    goes to 1e3x and beyond)."""
     losses, before, after, _ = train(preset, optimiser, 0, scenes, crm_in_network_optimiser=True)
     assert len(losses) == STEPS and all(map(math.isfinite, losses)), losses[-3:]
-    assert max(losses) < 2 * max(losses[:5]) and after <= 1.01 * before, (max(losses), after / before)
+    assert max(losses) < 10 * max(losses[:5]) and after <= 1.01 * before, (max(losses), after / before)
 
 
 def readme_loop() -> str:
@@ -193,7 +195,7 @@ def test_every_shipped_dejavu_config_trains_30_steps(config, tmp_path):
 
     spec = resolved(config)
     write, small = fake_layouts()[spec["data"]["dataset"]]
-    args = ["--config", str(config), "--run_dir", str(tmp_path / "run"), "--trainer.max_steps", "30",
+    args = ["fit", "--config", str(config), "--run_dir", str(tmp_path / "run"), "--trainer.max_steps", "30",
             "--trainer.max_epochs", "-1", "--trainer.check_val_every_n_epoch", "1000",
             "--trainer.enable_progress_bar", "false", "--data.batch_size", "2", "--data.num_workers", "0",
             "--figure_images", "2", *small]
