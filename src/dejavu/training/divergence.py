@@ -28,11 +28,11 @@ class DivergenceGuard:
 
     Example:
         >>> guard = DivergenceGuard(factor=1000)
-        >>> guard({"task_loss": torch.tensor(2.0)}, "step 0")
-        >>> guard({"task_loss": torch.tensor(3e3)}, "step 1")
+        >>> guard({"loss": torch.tensor(2.0)}, "step 0")
+        >>> guard({"loss": torch.tensor(3e3)}, "step 1", "lower lr")
         Traceback (most recent call last):
         ...
-        FloatingPointError: the training loss diverged at step 1: task_loss 3000 (1500x its first value, 2); ...
+        FloatingPointError: the training loss diverged at step 1: loss 3000 (1.5e+03x its first value, 2); lower lr
     """
 
     def __init__(self, factor: float = 1000.0) -> None:
