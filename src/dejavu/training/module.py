@@ -222,7 +222,7 @@ class DejaVuModule(L.LightningModule):
             try:
                 out = self.dejavu_loss(image, raw)
             except NonFiniteError as e:  # the network's weights diverged at the last update, or the data is bad
-                self.checked(loss, {**logs, "prediction": torch.tensor(math.nan)}, f"{e}. ")
+                self.checked(loss, {**logs, "prediction": loss.new_tensor(math.nan)}, f"{e}. ")  # same device
             loss = loss + out.loss
             logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips,
                          "train/regen_ssim": out.ssim})
