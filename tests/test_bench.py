@@ -14,6 +14,11 @@ def test_bench_quick_reports_every_section(tmp_path):
     variants = [r["variant"] for r in result["overhead"]]
     assert variants[0] == "baseline" and len(variants) == 3
     assert all(r["s_per_step"] > 0 and r["memory_mb"] > 0 for r in result["overhead"])
+    loss = {r["variant"]: r for r in result["loss"]}
+    assert loss["CRM-R 20, LPIPS"]["operators"] < loss["CRM-R 20 batch norm, LPIPS"]["operators"]
+    assert all(r["host_syncs"] == 0 and r["ms"] > 0 for r in result["loss"])
+    assert loss["training step, CRM-R 20 steps, random blocks"]["operators"] > loss["training step, baseline"][
+        "operators"]
     cases = {r["case"] for r in result["redaction"]["rows"]}
     assert {"clone (bandwidth floor)", "BandStop b=32", "scipy.fft.dctn band-stop b=32"} <= cases
     assert result["data"]["scenes_per_s_64x64_one_core"] > 0

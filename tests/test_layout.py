@@ -8,6 +8,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "dejavu"
 
 # core <- tasks / data / models <- extensions <- training <- command line
 LAYERS = {"dejavu": 0, "dejavu.dct": 0, "dejavu.redaction": 0, "dejavu.regeneration": 0, "dejavu.losses": 0,
+          "dejavu.checks": 0,
           "dejavu.tasks": 1, "dejavu.data": 1, "dejavu.models": 1, "dejavu.extensions": 2,
           "dejavu.training": 3, "dejavu.cli": 4, "dejavu.__main__": 4}
 

@@ -35,7 +35,7 @@ def test_recursive_returns_every_step_and_averages_them():
                          scale=1.0)
     image, pred = torch.rand(2, 3, 32, 32), torch.randn(2, 5, 32, 32)
     out = loss_fn(image, pred, generator=torch.Generator().manual_seed(0))
-    assert len(out.steps) == 4 and out.regenerated is out.steps[-1]
+    assert out.steps.shape == (4, 2, 3, 32, 32) and torch.equal(out.regenerated, out.steps[-1])
     per_step = torch.stack([((s - image) ** 2).mean() for s in out.steps]).mean()
     torch.testing.assert_close(out.loss, per_step)
 

@@ -11,7 +11,7 @@ from dejavu.tasks import Segmentation
 def test_shapes_and_step_counts():
     r, c = torch.rand(2, 3, 24, 20), torch.rand(2, 6, 24, 20)
     for cond in ("concat", "multiply"):
-        assert [y.shape for y in ForwardCRM(6, stages=1, width=8, conditioning=cond)(r, c)] == [(2, 3, 24, 20)]
+        assert ForwardCRM(6, stages=1, width=8, conditioning=cond)(r, c).shape == (1, 2, 3, 24, 20)
         ys = RecursiveCRM(6, steps=5, width=8, conditioning=cond)(r, c)
         assert len(ys) == 5 and all(y.shape == (2, 3, 24, 20) for y in ys)
 
@@ -64,17 +64,63 @@ def test_recursive_steps_are_euler_steps():
 
 def test_recursive_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    plain = RecursiveCRM(4, steps=5, width=8, checkpoint=False)
-    ckpt = RecursiveCRM(4, steps=5, width=8, checkpoint=True)
+    plain = RecursiveCRM(4, steps=5, width=8, norm=True, checkpoint=False)
+    ckpt = RecursiveCRM(4, steps=5, width=8, norm=True, checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
     r = torch.rand(2, 3, 16, 16)
     grads = []
     for crm in (plain, ckpt):
         c = torch.rand(2, 4, 16, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
-        torch.stack(crm(r, c)).square().mean().backward()
+        crm(r, c).square().mean().backward()
         grads.append((c.grad, crm.head.weight.grad))
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("redacted_grad", [False, True])
+def test_fused_steps_equal_autograd_through_the_step(redacted_grad):
+    """The norm-free CRM-R's one-node steps (EulerSteps, hand-written backward) give the values and
+    every gradient that autograd gives through RecursiveCRM.step, the block's readable definition."""
+    torch.manual_seed(0)
+    crm = RecursiveCRM(4, steps=5, width=6, init_scale=0.3).double()
+    assert crm.fused and not RecursiveCRM(4, norm=True).fused and not RecursiveCRM(4, conditioning="multiply").fused
+    r = torch.rand(2, 3, 8, 10, dtype=torch.float64, requires_grad=redacted_grad)
+    c = torch.rand(2, 4, 8, 10, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 2, 3, 8, 10, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        crm.zero_grad()
+        r.grad = c.grad = None
+        if fused:
+            out = crm(r, c)
+        else:
+            fixed, image, steps = crm.condition_conv(c), r, []
+            for _ in range(5):
+                image = crm.step(image, c, fixed)
+                steps.append(image)
+            out = torch.stack(steps)
+        (out * weight).sum().backward()
+        results.append([out, c.grad, r.grad, *(p.grad for p in crm.parameters())])
+    for a, b in zip(*results, strict=True):
+        if a is None or b is None:
+            assert a is b and not redacted_grad
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_steps_under_autocast():
+    """Under bfloat16 autocast the fused steps run in bfloat16 and their gradients come back in float32."""
+    torch.manual_seed(0)
+    crm = RecursiveCRM(4, steps=4, width=8, init_scale=0.3)
+    r, c = torch.rand(2, 3, 16, 16), torch.rand(2, 4, 16, 16, requires_grad=True)
+    reference = crm(r, c)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = crm(r, c)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.05)
+    out.float().square().mean().backward()
+    assert c.grad.dtype == torch.float32 and crm.head.weight.grad.dtype == torch.float32
+    assert torch.isfinite(crm.head.weight.grad).all() and crm.head.weight.grad.abs().sum() > 0
 
 
 def test_default_width_follows_the_condition():
@@ -87,10 +133,11 @@ def test_stage_count_sets_depth():
     assert len(convs) == 2 * 3 + 1
 
 
-def test_recursive_split_convolution_equals_concatenation():
+@pytest.mark.parametrize("norm", [True, False])
+def test_recursive_split_convolution_equals_concatenation(norm):
     """Precomputing the condition's half of the first conv computes exactly f([I_k, cond])."""
     torch.manual_seed(0)
-    crm = RecursiveCRM(4, steps=3, width=8, init_scale=0.02).eval()
+    crm = RecursiveCRM(4, steps=3, width=8, init_scale=0.02, norm=norm).eval()
     r, c = torch.rand(2, 3, 16, 16), torch.rand(2, 4, 16, 16)
     w = torch.cat([crm.image_conv.weight, crm.condition_conv.weight], dim=1)
     image, expected = r, []
@@ -147,6 +194,7 @@ def test_crm_uses_the_condition(crm):
     (lambda: ForwardCRM(3, stages=0), "stages"),
     (lambda: RecursiveCRM(3, steps=0), "steps"),
     (lambda: RecursiveCRM(3, conditioning="add"), "conditioning"),
+    (lambda: RecursiveCRM(3, norm="batch"), "norm must be True"),
     (lambda: ForwardCRM(3, init_scale=-1), "init_scale"),
     (lambda: ForwardCRM(3)(torch.rand(1, 3, 8, 8), torch.rand(1, 4, 8, 8)), r"\(B, 3, H, W\)"),
     (lambda: ForwardCRM(3)(torch.rand(2, 3, 8, 8), torch.rand(1, 3, 8, 8)), "batch"),

@@ -45,12 +45,9 @@ def scenes():
 
 def preset_loss(preset: str) -> dejavu.DejaVuLoss:
     """The preset as the paper sets it, but LPIPS off (its weights need a download, and a random
-    backbone is not a perceptual metric) and CRM-R without recomputation (the same gradients, tested
-    in test_regeneration.py; twice as fast on a CPU)."""
+    backbone is not a perceptual metric)."""
     task = TASKS[preset]
     kw = {"adapter": task.condition} if "adapter" not in PRESETS[preset] else {}
-    if PRESETS[preset]["regenerator"] == "recursive":
-        kw["regenerator_kwargs"] = {**PRESETS[preset]["regenerator_kwargs"], "checkpoint": False}
     return dejavu.DejaVuLoss.from_preset(preset, task.channels, lpips_weight=0.0, **kw)
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import redaction as R
+from .checks import AsyncCheck
 from .regeneration import build_crm
 from .weights import read_tensors, torchvision_state_dict
 
@@ -129,6 +130,15 @@ class LPIPS(nn.Module):
         if weights != "random":
             self._load_backbone(net, *_backbone_state(net, weights, offline))
         self.model.requires_grad_(False)
+        # for `loss`: lpips's scaling layer and the [0, 1] -> [-1, 1] map as one affine map, and each layer's
+        # calibration weights w as the layer-norm weights sqrt(w / C) of [f, -f] (zero for the -f half)
+        scaling = self.model.scaling_layer
+        self.register_buffer("gain", 2 / scaling.scale, persistent=False)
+        self.register_buffer("offset", (-1 - scaling.shift) / scaling.scale, persistent=False)
+        for i, lin in enumerate(self.model.lins):
+            w = lin.model[-1].weight.detach().flatten().clamp_min(0)
+            self.register_buffer(f"norm_weight{i}", torch.cat((w / len(w), torch.zeros_like(w))).sqrt(),
+                                 persistent=False)
 
     def _load_backbone(self, net: str, state: dict[str, Tensor], source: str) -> None:
         mine = self.model.net.state_dict()
@@ -148,9 +158,7 @@ class LPIPS(nn.Module):
         # lpips.LPIPS.forward, with both images in one pass through the backbone: half the calls,
         # which is most of LPIPS's cost at the small sizes DejaVu regenerates at
         m, n = self.model, x.shape[0]
-        short = min(x.shape[-2:])
-        if short < 32:  # AlexNet's strides and pools need a side of at least 31 pixels
-            x, y = (F.interpolate(t, scale_factor=32 / short, mode="bilinear", align_corners=False) for t in (x, y))
+        x, y = _lpips_size(x, y)
         features = m.net(m.scaling_layer(torch.cat((x, y.to(x.dtype))) * 2 - 1))
         distance = 0
         for lin, f in zip(m.lins, features, strict=True):
@@ -158,8 +166,37 @@ class LPIPS(nn.Module):
             distance = distance + lin((f[:n] - f[n:]) ** 2).mean(dim=(2, 3))
         return distance.flatten()
 
+    def loss(self, x: Tensor, target: Tensor) -> Tensor:
+        """``forward(x, target).mean()``, differentiable in ``x`` only, in half the kernels.
+
+        The loss of a regeneration against its fixed target: each layer's channel normalisation,
+        difference and calibrated sum take 11 kernels forward and backward instead of about 30.
+        Normalising ``f`` over its ``C`` channels to unit length is layer-normalising ``[f, -f]``,
+        whose mean is 0 by construction (``LN([f, -f])[:C] = sqrt(C) f / |f|``): one fused kernel
+        each way, with the calibration weights as its weights.
+        """
+        n = x.shape[0]
+        x, target = _lpips_size(x, target)
+        images = torch.cat((x, target.detach().to(x.dtype)))
+        total = None
+        for i, f in enumerate(self.model.net(torch.addcmul(self.offset, images, self.gain))):
+            f = f.permute(0, 2, 3, 1)  # layer norm normalises the last dimension
+            c, pixels = f.shape[-1], n * f.shape[1] * f.shape[2]
+            # eps: lpips divides by |f| + 1e-10; this divides by sqrt(|f|^2 + 1e-20)
+            z = F.layer_norm(torch.cat((f, -f), dim=-1), (2 * c,), getattr(self, f"norm_weight{i}"), eps=1e-20 / c)
+            layer = F.mse_loss(z[:n], z[n:].detach(), reduction="sum")
+            total = layer / pixels if total is None else torch.add(total, layer, alpha=1 / pixels)
+        return total
+
 
 _TV_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
+
+
+def _lpips_size(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    short = min(x.shape[-2:])
+    if short < 32:  # AlexNet's strides and pools need a side of at least 31 pixels
+        x, y = (F.interpolate(t, scale_factor=32 / short, mode="bilinear", align_corners=False) for t in (x, y))
+    return x, y
 
 
 def _backbone_state(net: str, weights: str | Path | None, offline: bool | None) -> tuple[dict[str, Tensor], str]:
@@ -220,7 +257,7 @@ class DejaVuOutput:
     loss: Tensor
     redacted: Tensor
     regenerated: Tensor
-    steps: list[Tensor]
+    steps: Tensor  # (T, B, 3, h, w): CRM-R's T steps, T = 1 for CRM-F
     mse: Tensor
     lpips: Tensor
     ssim: Tensor = field(default_factory=lambda: torch.ones(()))  # 1 when the SSIM term is off
@@ -300,7 +337,10 @@ class DejaVuLoss(FrozenStateMixin):
             ``"random"`` uses a random backbone (tests and timing only). See :class:`LPIPS`.
         offline: forbid downloading LPIPS's weights (``None``: the ``DEJAVU_OFFLINE`` variable).
         check_finite: raise on an image or prediction with NaN/Inf, and on an image outside
-            ``value_range`` (a device sync for each of the two).
+            ``value_range``. ``True`` (default) checks without a device sync (:class:`dejavu.checks.AsyncCheck`):
+            on a CPU at the call itself, on a GPU at a later call, usually the next, and the message names
+            the call that had the bad input; ``"sync"`` checks at the call on every device (two device
+            syncs a call, so a bad input raises before its backward); ``False`` does not check.
         scale: regenerate at this fraction of the image's resolution: the image is redacted at its
             own resolution (block sizes count image pixels at every scale), then the target and the
             redacted image are area-downsampled and the prediction resized to match. The default,
@@ -348,7 +388,7 @@ class DejaVuLoss(FrozenStateMixin):
         regenerator_kwargs: dict[str, Any] | None = None,
         lpips_net: str = "alex",
         lpips_weights: str | Path | None = None,
-        check_finite: bool = True,
+        check_finite: bool | str = True,
         scale: float = 0.25,
         lpips_steps: str = "last",
         ssim_weight: float = 0.0,
@@ -379,7 +419,11 @@ class DejaVuLoss(FrozenStateMixin):
             adapter = ADAPTERS[adapter]
         self.adapter = adapter
         self._set_normalisation(mean, std, value_range)
+        if check_finite not in (True, False, "sync"):
+            raise ValueError(f"DejaVuLoss: check_finite must be True, False or 'sync', got {check_finite!r}")
         self.check_finite = check_finite
+        self.checks = AsyncCheck(self._report)
+        self.calls = 0
         if not 0 < scale <= 1:
             raise ValueError(f"DejaVuLoss: scale must be in (0, 1], got {scale!r}")
         if lpips_steps not in ("all", "last"):
@@ -402,6 +446,7 @@ class DejaVuLoss(FrozenStateMixin):
         lo, hi = value_range
         if not hi > lo:
             raise ValueError(f"DejaVuLoss: value_range must be (lo, hi) with hi > lo, got {value_range!r}")
+        self.unit_identity = mean is None and (lo, hi) == (0, 1)  # no kernel to map the image
         # image01 = (image * std + mean - lo) / (hi - lo) = image * unit_scale + unit_shift
         m = torch.tensor(mean if mean is not None else [0.0] * 3)
         s = torch.tensor(std if std is not None else [1.0] * 3)
@@ -444,27 +489,40 @@ class DejaVuLoss(FrozenStateMixin):
         params = [p for p in self.regenerator.parameters() if p.requires_grad]
         if not params:
             raise ValueError("DejaVuLoss.regenerator_optimizer: the regenerator has no trainable parameters")
-        return torch.optim.Adam(params, lr=lr, **kwargs)
+        # fused: one kernel for all the CRM's tensors, and no read-back of the step counts (the
+        # single-tensor Adam reads each parameter's step from its tensor: a host sync each)
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        return torch.optim.Adam(params, lr=lr, **{"fused": fused, **kwargs})
 
     def to_unit_range(self, image: Tensor) -> Tensor:
         """Map the image from its own normalisation to ``[0, 1]``."""
-        return image * self.unit_scale.to(image.dtype) + self.unit_shift.to(image.dtype)
+        if self.unit_identity:
+            return image
+        return torch.addcmul(self.unit_shift.to(image.dtype), image, self.unit_scale.to(image.dtype))
 
     def from_unit_range(self, image01: Tensor) -> Tensor:
         """Inverse of :meth:`to_unit_range`: map a ``[0, 1]`` image (e.g. the regenerated one) to the
         network's input normalisation."""
         return (image01 - self.unit_shift.to(image01.dtype)) / self.unit_scale.to(image01.dtype)
 
-    def _check_values(self, image: Tensor) -> None:
-        # NaN/Inf, or 8-bit values under the default (0, 1) range, would give a NaN or a 1e4-sized loss
-        # without a word; a quarter of the range of slack lets colour jitter and rounding through
-        lo, hi = torch.stack(torch.aminmax(self.to_unit_range(image.detach()).float())).tolist()  # one sync
+    def _submit_check(self, what: str, x: Tensor) -> None:
+        """Queue the range of ``x`` (``"image"``, mapped to [0, 1], or ``"prediction"``) for :meth:`_report`.
+        ``aminmax`` propagates NaN, so a NaN or Inf anywhere shows in the two values."""
+        self.checks.submit(torch.stack(torch.aminmax(x.detach())), what, self.calls, sync=self.check_finite == "sync")
+
+    def _report(self, values: list[float], what: str, call: int) -> None:
+        lo, hi = values
+        ago = self.calls - call
+        late = (f" (at call {call} of this loss, {ago} call{'s' * (ago > 1)} ago: the check runs without a device "
+                "sync; check_finite='sync' raises at the call itself)") if ago else ""
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise NonFiniteError("DejaVuLoss: image contains NaN or Inf values")
-        if lo < -0.25 or hi > 1.25:
+            raise NonFiniteError(f"DejaVuLoss: {what} contains NaN or Inf values{late}")
+        # 8-bit values under the default (0, 1) range would give a 1e4-sized loss without a word; a
+        # quarter of the range of slack lets colour jitter and rounding through
+        if what == "image" and (lo < -0.25 or hi > 1.25):
             raise ValueError(f"DejaVuLoss: the image spans [{lo:.4g}, {hi:.4g}] once mapped to [0, 1] by value_range "
                              f"and mean/std; pass value_range=(0, 255) for 8-bit values, or the mean/std the image "
-                             f"was normalised with")
+                             f"was normalised with{late}")
 
     def _size(self, image: Tensor) -> tuple[int, int]:
         h, w = image.shape[-2:]
@@ -474,12 +532,12 @@ class DejaVuLoss(FrozenStateMixin):
     def condition(self, image: Tensor, prediction: Tensor) -> Tensor:
         """The conditioning map: the prediction resized to the regeneration size and passed through the adapter."""
         _check_pair(image, prediction)
-        if self.check_finite and not torch.isfinite(prediction).all():
-            raise NonFiniteError("DejaVuLoss: prediction contains NaN or Inf values")
         size = self._size(image)
         if prediction.shape[-2:] != size:
             # area when shrinking: averaging, where bilinear would sample a few pixels and alias
             prediction = _resize(prediction, size)
+        if self.check_finite:
+            self._submit_check("prediction", prediction)  # averaging keeps every NaN and Inf
         cond = self.adapter(prediction)
         if cond.dim() != 4 or cond.shape[1] != self.pred_channels:
             raise ValueError(f"DejaVuLoss: conditioning map must have pred_channels={self.pred_channels} channels, "
@@ -487,10 +545,10 @@ class DejaVuLoss(FrozenStateMixin):
         return cond
 
     def regenerate(self, image: Tensor, condition: Tensor, generator: torch.Generator | None = None
-                   ) -> tuple[Tensor, Tensor, list[Tensor]]:
+                   ) -> tuple[Tensor, Tensor, Tensor]:
         """Redact ``image`` and regenerate it from ``condition`` (a conditioning map at the
         regeneration size, e.g. from :meth:`condition`): returns the target, the redacted image and
-        the CRM's steps, all in ``[0, 1]`` at the regeneration size.
+        the CRM's steps ``(T, B, 3, h, w)``, all in ``[0, 1]`` at the regeneration size.
 
         Redaction happens at the image's own resolution, so block sizes and bands mean the same at
         every ``scale``; the target and the redacted image are then area-downsampled.
@@ -506,36 +564,47 @@ class DejaVuLoss(FrozenStateMixin):
         dtype = next((p.dtype for p in self.regenerator.parameters() if p.is_floating_point()), condition.dtype)
         # the CRM's small tensors run fastest in the default layout (batch norm and pooling on CPU
         # take about twice as long in channels-last), whatever layout the network uses
-        return target, redacted, self.regenerator(redacted.to(dtype), condition.to(dtype))
+        steps = self.regenerator(redacted.to(dtype), condition.to(dtype))
+        if not isinstance(steps, Tensor):  # a regenerator of one's own may return its steps as a list
+            steps = torch.stack(list(steps))
+        return target, redacted, steps
 
     def forward(self, image: Tensor, prediction: Tensor, generator: torch.Generator | None = None) -> DejaVuOutput:
-        return self.from_condition(image, self.condition(image, prediction), generator)
+        self.calls += 1
+        return self._loss(image, self.condition(image, prediction), generator)
 
     def from_condition(self, image: Tensor, condition: Tensor, generator: torch.Generator | None = None
                        ) -> DejaVuOutput:
         """The loss of regenerating ``image`` from a conditioning map ``(B, N, h, w)``: the
         prediction's (:meth:`condition`; ``forward`` does this) or the ground truth's (a task's
         ``target_condition``: how a CRM is pretrained). It is resized to the regeneration size."""
+        self.calls += 1
+        return self._loss(image, condition, generator)
+
+    def _loss(self, image: Tensor, condition: Tensor, generator: torch.Generator | None) -> DejaVuOutput:
         R.check_image(image, "DejaVuLoss", "image")
         if self.check_finite:
-            self._check_values(image)
+            self._submit_check("image", self.to_unit_range(image))
         size = self._size(image)
         if condition.shape[-2:] != size:
             condition = _resize(condition, size)
         target, redacted, steps = self.regenerate(image, condition, generator)
-        # every step is compared with the same target: stack them into one batch for one call
-        regen = torch.cat(steps, dim=0) if len(steps) > 1 else steps[0]
-        tgt = target.repeat(len(steps), 1, 1, 1) if len(steps) > 1 else target
-        mse = F.mse_loss(regen.float(), tgt.float())
-        if self.lpips is None:
-            lp = mse.new_zeros(())
-        elif self.lpips_steps == "last":
-            lp = self.lpips(steps[-1], target).mean()
-        else:
-            lp = self.lpips(regen, tgt).mean()
-        ssim = structural_similarity(steps[-1], target) if self.ssim_weight > 0 else mse.new_ones(())
-        loss = self.gamma * (self.mse_weight * mse + self.lpips_weight * lp + self.ssim_weight * (1 - ssim))
-        return DejaVuOutput(loss, redacted, steps[-1], steps, mse.detach(), lp.detach(), ssim.detach())
+        # every step is compared with the same target, broadcast without a copy
+        mse = F.mse_loss(steps.float(), target.float().expand_as(steps))
+        loss = _weighted(mse, self.gamma * self.mse_weight)
+        lp = ssim = None
+        if self.lpips is not None:
+            every = self.lpips_steps == "all" and len(steps) > 1
+            lp = (self.lpips.loss(steps.flatten(0, 1), target.expand_as(steps).flatten(0, 1)) if every
+                  else self.lpips.loss(steps[-1], target))
+            loss = loss + _weighted(lp, self.gamma * self.lpips_weight)
+        if self.ssim_weight > 0:
+            ssim = structural_similarity(steps[-1], target)
+            loss = loss + _weighted(1 - ssim, self.gamma * self.ssim_weight)
+        # the terms that are off are reported as their values at a perfect regeneration: LPIPS 0, SSIM 1
+        return DejaVuOutput(loss, redacted, steps[-1], steps, mse.detach(),
+                            lp.detach() if lp is not None else torch.zeros((), device=mse.device),
+                            ssim.detach() if ssim is not None else torch.ones((), device=mse.device))
 
     @torch.no_grad()
     def reliance(self, image: Tensor, prediction: Tensor, target_condition: Tensor | None = None,
@@ -600,14 +669,29 @@ def blank_condition(condition: Tensor) -> Tensor:
     return condition.mean(dim=(0, 2, 3), keepdim=True).expand_as(condition)
 
 
+def _weighted(x: Tensor, weight: float) -> Tensor:
+    return x if weight == 1 else x * weight
+
+
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Average when shrinking (bilinear would sample a few pixels and alias), bilinear when growing."""
     h, w = x.shape[-2:]
     if h % size[0] == 0 and w % size[1] == 0 and h // size[0] == w // size[1]:
-        return F.avg_pool2d(x, h // size[0])  # the same numbers as mode="area", faster
+        return _cell_mean(x, h // size[0])
     if h >= size[0] and w >= size[1]:
         return F.interpolate(x, size=size, mode="area")
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _cell_mean(x: Tensor, k: int) -> Tensor:
+    """The mean over ``k x k`` cells: the numbers of ``avg_pool2d(x, k)`` and of ``mode="area"``, as a
+    reshape and a mean, whose backward is one elementwise kernel (``avg_pool2d``'s backward ran at a
+    tenth of the memory's speed on a GPU). A channels-last ``x`` is averaged in its own layout."""
+    h, w = x.shape[-2] // k, x.shape[-1] // k
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        nhwc = x.permute(0, 2, 3, 1)
+        return nhwc.reshape(x.shape[0], h, k, w, k, x.shape[1]).mean((2, 4)).permute(0, 3, 1, 2)
+    return x.reshape(*x.shape[:-2], h, k, w, k).mean((-3, -1))
 
 
 def _check_pair(image: Tensor, prediction: Tensor) -> None:

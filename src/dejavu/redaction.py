@@ -67,16 +67,16 @@ def _uniform(shape: Sequence[int], x: Tensor, generator: torch.Generator | None)
 def _apply_mask(x: Tensor, removed: Tensor, fill: Fill) -> Tensor:
     """Fill the pixels where ``removed`` (B, 1, H, W) is True with 0, a constant, or the image mean."""
     if fill == "mean":
-        value = x.mean(dim=(-2, -1), keepdim=True)
-    else:
-        value = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
-    return torch.where(removed, value, x)
+        return torch.where(removed, x.mean(dim=(-2, -1), keepdim=True), x)
+    return x.masked_fill(removed, fill)  # a number, not a tensor: no copy to the device
 
 
 def _block_mask(blocks: Tensor, block_size: int, h: int, w: int) -> Tensor:
-    """Expand a (B, 1, nH, nW) block mask to (B, 1, H, W), cropping the partial last blocks."""
-    full = blocks.repeat_interleave(block_size, -2).repeat_interleave(block_size, -1)
-    return full[..., :h, :w]
+    """Expand a (B, 1, nH, nW) block mask to (B, 1, H, W), cropping the partial last blocks.
+    (``repeat_interleave`` would read its output size back from a GPU: a sync.)"""
+    b, _, nh, nw = blocks.shape
+    full = blocks[:, :, :, None, :, None].expand(b, 1, nh, block_size, nw, block_size)
+    return full.reshape(b, 1, nh * block_size, nw * block_size)[..., :h, :w]
 
 
 def random_pixels(x: Tensor, p: float, fill: Fill = 0.0, generator: torch.Generator | None = None) -> Tensor:

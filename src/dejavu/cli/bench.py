@@ -3,9 +3,14 @@
 Sections (``--only`` picks some):
 
 - ``overhead``: seconds per training step and memory of a step with DejaVu against the same step
-  without, on the reference UNet (128x128, batch 8) and HRNet-W18 (256x512, batch 2). Steps of all
+  without, on the UNets of the shipped configs, HRNet-W18 (256x512, batch 2) and a ResNet-50 UNet
+  (512x512, batch 8; the GPU case, minutes a step on a CPU: pick it with ``--models``). Steps of all
   variants alternate, after warm-up; medians and ratios are reported. Memory is the peak allocated
   on CUDA, and on a CPU the activations saved for backward (the part of a step's memory DejaVu adds).
+- ``loss``: the DejaVu loss alone, forward and backward, per call: the operators that launch kernels
+  and the host syncs (counted with :class:`OpCounter` on any device), and on CUDA the wall time, the
+  GPU's own busy time and kernel count (torch.profiler) and the syncs ``torch.cuda.set_sync_debug_mode``
+  reports; plus the host syncs of a whole default training step.
 - ``redaction``: redaction throughput on 8x3x512x1024 float32 against scipy's DCT over the same
   blocks, the ``torch-dct`` package and ``tensor.clone()`` (the memory-bandwidth floor).
 - ``data``: synthetic scene generation rate.
@@ -24,12 +29,14 @@ import platform
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..losses import DejaVuLoss
@@ -50,13 +57,52 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+# ------------------------------------------------------------------------------ operator counts
+# operators that allocate or relabel memory without running a kernel
+NO_KERNEL = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_unsafe_view",
+                       "_reshape_alias", "resize_", "set_", "lift_fresh"})
+# operators whose result the host reads: on a GPU each waits for the device to catch up
+HOST_SYNCS = frozenset({"_local_scalar_dense", "nonzero", "is_nonzero"})
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the operators a piece of code dispatches, as a device-independent proxy for its kernel
+    launches and host syncs: views, metadata and allocations are left out (they launch nothing), and
+    ``_local_scalar_dense``, ``nonzero`` and ``is_nonzero`` are counted as host syncs.
+
+    Example:
+        >>> with OpCounter() as ops:
+        ...     _ = (torch.rand(4).view(2, 2) * 2).sum().item()
+        >>> ops.kernels, ops.syncs
+        (4, 1)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if not func.is_view and name not in NO_KERNEL:
+            self.counts[name] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def kernels(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def syncs(self) -> int:
+        return sum(n for k, n in self.counts.items() if k in HOST_SYNCS)
+
+
 # ------------------------------------------------------------------------------------ overhead
 RANDOM_BLOCKS = {"name": "random_blocks", "block_size": 32, "threshold": 0.4}
 BANDSTOP = {"name": "bandstop", "block_size": 32}
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "baseline": None,
     # DejaVuLoss's defaults (CRM width tied to the classes, regeneration at a quarter of the side,
-    # CRM-R checkpointed per step, LPIPS at CRM-R's last step) with the paper's CRMs
+    # CRM-R's norm-free steps fused, LPIPS at CRM-R's last step, checks without a sync) with the paper's CRMs
     "CRM-F 2 stages, random blocks": dict(redaction=RANDOM_BLOCKS, regenerator="forward"),
     "CRM-R 20 steps, random blocks": dict(redaction=RANDOM_BLOCKS, regenerator="recursive"),
     # band-stop at half resolution, where its band survives (the kitti_depth and nyud presets)
@@ -66,8 +112,17 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "CRM-F 2 stages, width 64, full resolution": dict(
         redaction=RANDOM_BLOCKS, regenerator="forward", regenerator_kwargs={"width": 64}, scale=1.0),
     "CRM-R 20 steps, width 64, full resolution": dict(
-        redaction=RANDOM_BLOCKS, regenerator="recursive", regenerator_kwargs={"width": 64, "checkpoint": False},
-        scale=1.0, lpips_steps="all"),
+        redaction=RANDOM_BLOCKS, regenerator="recursive", regenerator_kwargs={"width": 64}, scale=1.0,
+        lpips_steps="all"),
+}
+# the options of the defaults' past, for `--variants`
+EXTRA_VARIANTS: dict[str, dict[str, Any]] = {
+    # the paper's Conv-BN-ReLU block, checkpointed per step: CRM-R's default before the fused norm-free steps
+    "CRM-R 20 steps batch norm, random blocks": dict(redaction=RANDOM_BLOCKS, regenerator="recursive",
+                                                     regenerator_kwargs={"norm": True}),
+    # the input checks with a device sync at each call (two): the default before they ran asynchronously
+    "CRM-F 2 stages, random blocks, synced checks": dict(redaction=RANDOM_BLOCKS, regenerator="forward",
+                                                         check_finite="sync"),
 }
 
 # the networks of the shipped configs at their resolution and batch, and the paper's Cityscapes backbone
@@ -75,24 +130,27 @@ MODELS: dict[str, dict[str, Any]] = {
     "unet, synthetic config": dict(model="unet", size=(64, 64), batch=8, classes=6, width=16, depth=3),
     "unet, CamVid config": dict(model="unet", size=(180, 240), batch=8, classes=11, width=16, depth=4),
     "smp:FPN tu-hrnet_w18": dict(model="smp:FPN", size=(256, 512), batch=2, classes=19, encoder="tu-hrnet_w18"),
+    "smp:Unet resnet50, 512x512": dict(model="smp:Unet", size=(512, 512), batch=8, classes=19, encoder="resnet50"),
 }
+CPU_MODELS = [m for m in MODELS if m != "smp:Unet resnet50, 512x512"]  # the default on a CPU
 
 
 class TrainStep:
-    """One training step (forward, loss, backward, SGD update) of a network with or without DejaVu."""
+    """One training step (forward, loss, backward, update) of a network with or without DejaVu: the
+    network in SGD, the CRM in its own Adam (``DejaVuLoss.regenerator_optimizer``), as ``dejavu fit`` trains."""
 
     def __init__(self, net: torch.nn.Module, classes: int, spec: dict[str, Any] | None, device: torch.device,
                  amp: bool, lpips: bool, channels_last: bool = True) -> None:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=fmt)
-        # check_finite off and lr 0 below: repeated steps on one random batch may diverge, which would
-        # stop a timing run; a zero learning rate does the same work and keeps the numbers finite
+        # lr 0 below: repeated steps on one random batch may diverge; a zero learning rate does the same
+        # work and keeps the numbers finite
         self.loss = None if spec is None else DejaVuLoss(
-            classes, **{"lpips_weight": 0.3 if lpips else 0.0, "lpips_weights": "random", "check_finite": False,
-                        **spec}).to(device)
+            classes, **{"lpips_weight": 0.3 if lpips else 0.0, "lpips_weights": "random", **spec}).to(device)
         self.format = fmt
-        params = [*net.parameters(), *(self.loss.parameters() if self.loss is not None else [])]
-        self.opt = torch.optim.SGD(params, lr=0.0, momentum=0.9)
+        self.opts = [torch.optim.SGD(net.parameters(), lr=0.0, momentum=0.9)]
+        if self.loss is not None:
+            self.opts.append(self.loss.regenerator_optimizer(lr=0.0))
         self.device, self.amp = device, amp
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -102,9 +160,11 @@ class TrainStep:
             loss = F.cross_entropy(raw.float(), y)
             if self.loss is not None:
                 loss = loss + self.loss(x, raw).loss
-        self.opt.zero_grad(set_to_none=True)
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        for opt in self.opts:
+            opt.step()
 
 
 def saved_activation_bytes(step: TrainStep, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -167,6 +227,100 @@ def overhead(model: str, size: tuple[int, int], batch: int, device: torch.device
         row["time_ratio"] = row["s_per_step"] / base["s_per_step"]
         row["memory_ratio"] = row["memory_mb"] / base["memory_mb"]
         row["flop_ratio"] = row["train_gflop"] / base["train_gflop"]
+    return rows
+
+
+# ------------------------------------------------------------------------------------ loss alone
+# "bare": no LPIPS and no input checks; the others are DejaVuLoss's defaults (checks on)
+LOSS_VARIANTS: dict[str, dict[str, Any]] = {
+    "CRM-F, bare": dict(regenerator="forward", lpips_weight=0.0, check_finite=False),
+    "CRM-F, no LPIPS": dict(regenerator="forward", lpips_weight=0.0),
+    "CRM-F, LPIPS": dict(regenerator="forward"),
+    "CRM-R 20, bare": dict(regenerator="recursive", lpips_weight=0.0, check_finite=False),
+    "CRM-R 20, no LPIPS": dict(regenerator="recursive", lpips_weight=0.0),
+    "CRM-R 20, LPIPS": dict(regenerator="recursive"),
+    # the paper's Conv-BN-ReLU block, checkpointed per step: CRM-R's default before the fused steps
+    "CRM-R 20 batch norm, bare": dict(regenerator="recursive", regenerator_kwargs={"norm": True}, lpips_weight=0.0,
+                                      check_finite=False),
+    "CRM-R 20 batch norm, LPIPS": dict(regenerator="recursive", regenerator_kwargs={"norm": True}),
+}
+
+
+def _cuda_profile(fn: Callable[[], Any]) -> dict[str, Any]:
+    """The GPU's busy time and kernel count of one call (torch.profiler), and the host syncs
+    ``torch.cuda.set_sync_debug_mode`` reports during another."""
+    import warnings
+
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    gpu = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return {"gpu_ms": sum(e.device_time_total for e in gpu) / 1e3, "gpu_kernels": len(gpu),
+            "cuda_syncs": sum("synchroniz" in str(w.message) for w in caught)}
+
+
+def _measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> dict[str, Any]:
+    fn()
+    fn()  # warm-up: caches, allocator, lazy initialisation
+    with OpCounter() as ops:
+        fn()
+    row = {"operators": ops.kernels, "host_syncs": ops.syncs, "ms": _time(fn, device, repeats) * 1e3}
+    return {**row, **(_cuda_profile(fn) if device.type == "cuda" else {})}
+
+
+def loss_alone(shape: tuple[int, int, int, int], device: torch.device, repeats: int, compile_mode: str | None = None,
+               variants: dict[str, dict[str, Any]] = LOSS_VARIANTS) -> list[dict]:
+    """The DejaVu loss alone on a batch ``(B, N, H, W)`` (image and prediction at ``H x W``), forward and
+    backward per call, with the gradients cleared as a training step clears them."""
+    b, n, h, w = shape
+    torch.manual_seed(0)
+    x = torch.rand(b, 3, h, w, device=device)
+    p = torch.randn(b, n, h, w, device=device, requires_grad=True)
+    rows = []
+    for name, spec in variants.items():
+        torch.manual_seed(0)
+        fn = DejaVuLoss(n, **{"redaction": RANDOM_BLOCKS, "lpips_weights": "random", **spec}).to(device)
+        if compile_mode:
+            fn.regenerator = torch.compile(fn.regenerator, mode=compile_mode)
+
+        def call(fn: DejaVuLoss = fn) -> None:
+            for t in (p, *fn.parameters()):
+                t.grad = None
+            fn(x, p).loss.backward()
+
+        row = {"variant": name, "shape": list(shape), "compile": compile_mode or ""}
+        try:
+            row.update(_measure(call, device, repeats))
+        except Exception as e:  # a compiler that fails is a finding, not the end of the benchmark
+            if not compile_mode:
+                raise
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        rows.append(row)
+    return rows
+
+
+def step_syncs(device: torch.device) -> list[dict]:
+    """Host syncs and operators of whole default training steps (synthetic UNet, 4x3x128x128, 19 classes)."""
+    x = torch.rand(4, 3, 128, 128, device=device)
+    y = torch.randint(0, 19, (4, 128, 128), device=device)
+    rows = []
+    for name in ("baseline", "CRM-F 2 stages, random blocks", "CRM-R 20 steps, random blocks"):
+        torch.manual_seed(0)
+        step = TrainStep(create_model("unet", 19, width=16, depth=3).to(device), 19, VARIANTS[name], device,
+                         amp=False, lpips=True)
+        rows.append({"variant": f"training step, {name}", "shape": [4, 19, 128, 128],
+                     **_measure(lambda step=step: step(x, y), device, 3)})
     return rows
 
 
@@ -282,19 +436,32 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="dejavu bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, for CI (under 2 minutes on 2 cores)")
-    p.add_argument("--only", default="overhead,redaction,data,inference", help="comma-separated sections")
+    p.add_argument("--only", default="overhead,loss,redaction,data,inference", help="comma-separated sections")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast in the overhead section")
     p.add_argument("--no-lpips", dest="lpips", action="store_false", help="LPIPS off in the overhead section")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per variant")
+    p.add_argument("--loss-shape", type=int, nargs=4, default=None, metavar=("B", "N", "H", "W"),
+                   help="batch, classes and size of the loss section (default 8 19 512 512 on CUDA, 2 19 128 128 "
+                        "on a CPU)")
+    p.add_argument("--compile", default=None, metavar="MODE",
+                   help="loss section: also run each variant with its regenerator under torch.compile(mode=MODE), "
+                        "e.g. reduce-overhead (CUDA graphs)")
+    p.add_argument("--variants", default=None,
+                   help=f"overhead section: ';'-separated, from {sorted({**VARIANTS, **EXTRA_VARIANTS})} (default: "
+                        "the first seven; the baseline always runs first)")
     p.add_argument("--models", default=None, help=f"';'-separated (the names hold commas), from {sorted(MODELS)} "
                                                   "(default: all)")
     p.add_argument("--out", default="bench_out")
     a = p.parse_args(argv)
-    models = a.models.split(";") if a.models else list(MODELS)
+    device = torch.device(a.device)
+    models = a.models.split(";") if a.models else list(MODELS) if device.type == "cuda" else CPU_MODELS
     if unknown := [m for m in models if m not in MODELS]:
         p.error(f"--models: unknown {unknown}; choose from {sorted(MODELS)}, separated by ';'")
-    device, only = torch.device(a.device), set(a.only.split(","))
+    known = {**VARIANTS, **EXTRA_VARIANTS}
+    if a.variants and (unknown := [v for v in a.variants.split(";") if v not in known]):
+        p.error(f"--variants: unknown {unknown}; choose from {sorted(known)}, separated by ';'")
+    only = set(a.only.split(","))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"machine": machine(), "device": str(device), "quick": a.quick}
@@ -309,18 +476,31 @@ def main(argv: list[str] | None = None) -> None:
                             amp=a.amp, lpips=a.lpips, variants=quick)
         else:
             rows = []
+            chosen = {"baseline": None, **{k: {**VARIANTS, **EXTRA_VARIANTS}[k] for k in a.variants.split(";")}} \
+                if a.variants else None
             for name in models:
                 spec = MODELS[name]
                 slow = spec["model"] != "unet" or spec["size"][0] > 64
                 # the paper-sized CRM-R takes minutes a step on HRNet-W18 on a CPU: left out there
-                variants = {k: v for k, v in VARIANTS.items()
-                            if spec["model"] == "unet" or "CRM-R 20 steps, width" not in k}
+                variants = chosen or {k: v for k, v in VARIANTS.items()
+                                      if spec["model"] == "unet" or "CRM-R 20 steps, width" not in k}
                 rows += overhead(**spec, device=device, rounds=max(3, rounds // 2) if slow else rounds, amp=a.amp,
                                  lpips=a.lpips, variants=variants)
         result["overhead"] = rows
         md.append("## Training overhead\n\n" + _table(rows, [
             "model", "size", "batch", "variant", "s_per_step", "time_ratio", "train_gflop", "flop_ratio", "memory_mb",
             "memory_ratio", "memory_kind"]))
+    if "loss" in only:
+        shape = tuple(a.loss_shape or ((8, 19, 512, 512) if device.type == "cuda" else (2, 19, 128, 128)))
+        repeats = 3 if a.quick else 10
+        rows = loss_alone(shape, device, repeats)
+        if a.compile:
+            defaults = {k: LOSS_VARIANTS[k] for k in ("CRM-F, LPIPS", "CRM-R 20, LPIPS")}
+            rows += loss_alone(shape, device, repeats, a.compile, defaults)
+        rows += step_syncs(device)
+        result["loss"] = rows
+        md.append(f"## The DejaVu loss alone, forward and backward, {shape} (B, N, H, W)\n\n" + _table(rows, [
+            "variant", "compile", "operators", "host_syncs", "ms", "gpu_ms", "gpu_kernels", "cuda_syncs", "error"]))
     if "redaction" in only:
         shape = (2, 3, 128, 256) if a.quick else (8, 3, 512, 1024)
         rows = redaction(shape, device, 3 if a.quick else 10)

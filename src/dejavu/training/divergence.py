@@ -10,10 +10,12 @@ change.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
+
+from ..checks import AsyncCheck
 
 __all__ = ["DivergenceGuard"]
 
@@ -25,6 +27,10 @@ class DivergenceGuard:
     are checked for finiteness only). ``factor`` 1000 lets a hard batch through, since training rarely
     raises a loss above its untrained start, and stops a geometric blow-up a step or two after it
     begins. ``factor=0`` checks finiteness alone.
+
+    The values reach the host without a device sync (:class:`dejavu.checks.AsyncCheck`): on a CPU
+    they are checked at the step itself, on a GPU a step or two later, and the message names the step
+    they came from.
 
     Example:
         >>> guard = DivergenceGuard(factor=1000)
@@ -40,18 +46,26 @@ class DivergenceGuard:
             raise ValueError(f"DivergenceGuard: factor must be 0 (finiteness only) or a number > 1, got {factor!r}")
         self.factor = float(factor)
         self.reference: dict[str, float] = {}
+        self.checks = AsyncCheck(self._check)
 
-    def __call__(self, parts: Mapping[str, Tensor], where: str, advice: str = "lower the learning rate") -> None:
-        """Check ``parts`` (scalar tensors, read with one device sync) after the step named by ``where``."""
+    def __call__(self, parts: Mapping[str, Tensor], where: str,
+                 advice: str | Callable[[], str] = "lower the learning rate", sync: bool = False) -> None:
+        """Check ``parts`` (scalar tensors) of the step named by ``where``; ``advice`` (or a function
+        that makes it, called only on failure) ends the message. ``sync``: check now on every device."""
         names = list(parts)
-        values = torch.stack([parts[k].detach().float().reshape(()) for k in names]).tolist()
+        self.checks.submit(torch.stack([parts[k].detach().float().reshape(()) for k in names]), names, where, advice,
+                           sync=sync)
+
+    def _check(self, values: list[float], names: list[str], where: str, advice: str | Callable[[], str]) -> None:
         for name, value in zip(names, values, strict=True):
             if math.isfinite(value) and name not in self.reference:
                 self.reference[name] = value
         if any(not math.isfinite(v) or self._ratio(k, v) > self.factor > 0 for k, v in zip(names, values, strict=True)):
             detail = ", ".join(self._describe(k, v) for k, v in zip(names, values, strict=True))
             what = "is not finite" if any(not math.isfinite(v) for v in values) else "diverged"
-            raise FloatingPointError(f"the training loss {what} at {where}: {detail}; {advice}")
+            self.checks.clear()
+            raise FloatingPointError(f"the training loss {what} at {where}: {detail}; "
+                                     f"{advice() if callable(advice) else advice}")
 
     def _ratio(self, name: str, value: float) -> float:
         first = self.reference.get(name, 0.0)

@@ -222,7 +222,7 @@ class DejaVuModule(L.LightningModule):
             try:
                 out = self.dejavu_loss(image, raw)
             except NonFiniteError as e:  # the network's weights diverged at the last update, or the data is bad
-                self.checked(loss, {**logs, "prediction": loss.new_tensor(math.nan)}, f"{e}. ")  # same device
+                self.checked(loss, {**logs, "prediction": loss.new_tensor(math.nan)}, f"{e}. ", sync=True)
             loss = loss + out.loss
             logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips,
                          "train/regen_ssim": out.ssim})
@@ -236,9 +236,9 @@ class DejaVuModule(L.LightningModule):
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=image.shape[0])
         return self.checked(loss, logs)
 
-    def checked(self, loss: Tensor, parts: dict[str, Tensor], cause: str = "") -> Tensor:
+    def checked(self, loss: Tensor, parts: dict[str, Tensor], cause: str = "", sync: bool = False) -> Tensor:
         """``loss``, or a ``FloatingPointError`` naming the step and each part when one is NaN/Inf or has
-        diverged (:class:`DivergenceGuard`, one sync per step).
+        diverged (:class:`DivergenceGuard`, without a device sync: on a GPU a step or two late).
 
         A diverging run must stop where it starts rather than train on, or save NaN weights as its result:
         nothing is exported, and the message says which checkpoint is left to resume from.
@@ -246,12 +246,15 @@ class DejaVuModule(L.LightningModule):
         parts = {k.removeprefix("train/"): v for k, v in parts.items()}
         own = (" (the CRM trains in the network's optimiser: --model.crm_lr 0.001 gives it its own Adam)"
                if self.dejavu_loss is not None and self.hparams.crm_lr is None else "")
-        advice = (f"{cause}Lower --model.lr (now {self.hparams.lr:g}){own} or check the data for NaN/Inf; "
-                  f"{self._checkpoint_note()}. Nothing is exported. (--model.divergence_factor "
-                  f"{self.guard.factor:g} sets when a loss counts as diverged.)")
+
+        def advice() -> str:  # made only when a check fails: it lists the checkpoint folder
+            return (f"{cause}Lower --model.lr (now {self.hparams.lr:g}){own} or check the data for NaN/Inf; "
+                    f"{self._checkpoint_note()}. Nothing is exported. (--model.divergence_factor "
+                    f"{self.guard.factor:g} sets when a loss counts as diverged.)")
+
         where = f"epoch {self.current_epoch}, step {self.global_step}"
         try:
-            self.guard({**parts, "loss": loss}, where, advice)
+            self.guard({**parts, "loss": loss}, where, advice, sync)
         except FloatingPointError as e:
             raise FloatingPointError(f"dejavu fit: {e}") from None
         return loss
