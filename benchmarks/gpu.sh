@@ -15,16 +15,19 @@
 # Each part writes OUT/<part>/bench.md and bench.json; the tables are printed as they finish.
 set -euo pipefail
 out=${1:-gpu_bench}
-python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "benchmarks/gpu.sh: no CUDA device")'
-export TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT=${TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT:-10000}
+# fp32 means PyTorch's defaults: TF32 in cuDNN's convolutions, full fp32 in matmuls
+python - <<'PY'
+import sys
+
+import torch
+
+if not torch.cuda.is_available():
+    sys.exit("benchmarks/gpu.sh: no CUDA device")
+print(torch.cuda.get_device_name(), "torch", torch.__version__)
+PY
 model="smp:Unet resnet50, 512x512"
 variants="CRM-F 2 stages, random blocks;CRM-R 20 steps, random blocks;CRM-R 20 steps batch norm, random blocks"
 variants+=";CRM-F 2 stages, random blocks, synced checks"
-python - <<'PY'
-import torch
-torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # the default for convolutions
-print(torch.cuda.get_device_name(), "torch", torch.__version__)
-PY
 dejavu bench --only overhead --models "$model" --variants "$variants" --rounds 10 --out "$out/fp32"
 dejavu bench --only overhead --models "$model" --variants "$variants" --rounds 10 --amp --out "$out/bf16"
 # the compiled rows are last and bounded: a compiler failure is reported in the table's `error` column
