@@ -1,6 +1,8 @@
 """The dataset readers, each on a tiny fake copy of its official layout (real file formats and id
 encodings): reading, the id mapping, sizes, and the errors that name the broken file."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,12 @@ def test_cityscapes_errors(tmp_path):
     grey(label, np.full((8, 12), 7, np.uint16) * 100)  # 16-bit ids above 255
     with pytest.raises(ValueError, match=r"lindau_000000_000010_gtFine_labelIds\.png has id 700"):
         Cityscapes(tmp_path, "val")[0]
+    # an id the official encoding never writes used to become "ignore" without a word
+    grey(label, np.full((8, 12), 40, np.uint8))
+    with pytest.raises(ValueError, match=r"labelIds\.png has id 40, which the dataset's official encoding never"):
+        Cityscapes(tmp_path, "val")[0]
+    grey(label, np.full((8, 12), 255, np.uint8))  # the license plate (id -1): ignored
+    assert (Cityscapes(tmp_path, "val")[0]["semantic"] == 255).all()
 
 
 def write_ade20k(root):
@@ -141,6 +149,19 @@ def test_coco_panoptic_decodes_segments_into_classes_and_instances(tmp_path):
     assert (inst[seg == 7] == a).all() and (inst[seg == 300] == b).all()
     assert (sem[seg == 12] == 255).all() and (inst[seg == 12] == 0).all()  # crowd: left out, as PQ does
     assert (sem[seg == 0] == 255).all()  # void
+
+
+def test_coco_panoptic_names_a_category_its_json_does_not_list(tmp_path):
+    """It was a bare KeyError."""
+    import json
+
+    write_coco(tmp_path)
+    path = tmp_path / "annotations/panoptic_val2017.json"
+    meta = json.loads(path.read_text())
+    meta["annotations"][0]["segments_info"][0]["category_id"] = 999
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"segment 5000 of 000000000000\.png has category_id 999, which the JSON"):
+        COCOPanoptic(tmp_path, "val")[0]
 
 
 def test_coco_panoptic_errors_name_the_file(tmp_path):
@@ -254,6 +275,21 @@ def test_kitti_reads_sparse_uint16_depth(tmp_path):
         KITTIDepth(tmp_path, "test")
     with pytest.raises(ValueError, match="eval_crop"):
         Depth(eval_crop="kitti")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: np.save(d / "label" / "0.npy", np.full((6, 8), 2.5, np.float32)), r"non-integer label 2\.5"),
+    (lambda d: np.save(d / "label" / "0.npy", np.full((6, 8), -3.0, np.float32)),
+     r"label/0\.npy has label -3, outside -1\.\.12"),
+    (lambda d: np.save(d / "depth" / "0.npy", np.ones((5, 8, 1), np.float32)), r"differ in size: .*depth.*5x8"),
+])
+def test_nyud_names_labels_it_would_have_changed(tmp_path, change, message):
+    """A label 2.5 was truncated to 2, -3 became "ignore" (MTAN writes -1 alone), the error quoted the
+    remapped value, and a sample's arrays could differ in size."""
+    write_nyud(tmp_path, n=1)
+    change(tmp_path / "val")
+    with pytest.raises(ValueError, match=message):
+        NYUDv2(tmp_path, "val")[0]
 
 
 def test_distinct_palette_and_index_errors(tmp_path):
@@ -463,6 +499,18 @@ def test_partial_labels_need_several_tasks(tmp_path):
         DenseDataModule("cityscapes", str(tmp_path), partial_labels="one")
 
 
+def test_partial_labels_need_a_multitask_run(tmp_path):
+    """On multi-task data with a single-task model, `partial_labels` gave most images' labels to targets the
+    run does not train: refused, naming the task and the alternative."""
+    from dejavu.training.lightning_cli import DejaVuCLI
+
+    config = Path(__file__).parent.parent / "configs" / "synthetic" / "multitask_one_label_baseline.yaml"
+    args = ["--config", str(config), "--run_dir", str(tmp_path / "r"),
+            "--model.task", '{"name": "segmentation"}']
+    with pytest.raises(SystemExit, match=r"partial_labels 'one' .*single task 'segmentation'.*label_fraction"):
+        DejaVuCLI(args=args, run=False)
+
+
 def test_kitti_raw_reads_video_and_calibration(tmp_path):
     write_kitti_raw(tmp_path)
     from dejavu.data import KITTIRaw
@@ -478,3 +526,23 @@ def test_kitti_raw_reads_video_and_calibration(tmp_path):
     (tmp_path / "splits/train_files.txt").write_text("2011_09_26/2011_09_26_drive_0002_sync 1 x\n")
     with pytest.raises(ValueError, match=r"line 1 is not 'DATE/DRIVE FRAME l\|r'"):
         KITTIRaw(tmp_path, "train")
+
+
+def test_an_empty_split_is_an_error_not_an_untrained_export(tmp_path):
+    """`dejavu fit` on an empty training split exited 0 and exported an untrained network."""
+    from dejavu.training.datamodule import DenseDataModule
+
+    with pytest.raises(ValueError, match=r"synthetic 'train' split has no samples; give --data.train_length"):
+        DenseDataModule("synthetic", train_length=0).train_dataset()
+    dm = DenseDataModule("cityscapes", str(tmp_path))
+
+    class Empty(torch.utils.data.Dataset):  # a reader that accepts a split with nothing in it
+        def __init__(self, **kwargs) -> None:
+            pass
+
+        def __len__(self) -> int:
+            return 0
+
+    dm.dataset_class = Empty
+    with pytest.raises(ValueError, match=r"'train' split of Empty under .* has no samples; check --data.root"):
+        dm.train_dataset()

@@ -2,6 +2,7 @@
 and timm store them; the training command keeps the user's logger; optimiser groups and warm-up."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
+from dejavu.cli import deploy
 from dejavu.cli import main as dejavu
 from dejavu.cli.deploy import export, load_run, predict
 from dejavu.data import SyntheticScenes
@@ -148,3 +150,75 @@ def test_parameter_groups_and_warm_up():
                           lr=0.01, warmup_steps=4)
     optimizer = module.configure_optimizers()["optimizer"]
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 / 4)  # step 0 of a 4-step linear warm-up
+
+
+def test_predict_refuses_batch_sizes_and_sizes_that_write_nothing(run, tmp_path, capsys):
+    """--batch-size -1 used to print "wrote 3 files" and write none; 0 failed inside range()."""
+    for bad in ("-1", "0"):
+        with pytest.raises(SystemExit):
+            dejavu(["predict", str(run / "run"), str(run / "images"), "--out", str(tmp_path / "o"),
+                    "--batch-size", bad])
+        assert "--batch-size must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        dejavu(["predict", str(run / "run"), str(run / "images"), "--out", str(tmp_path / "o"), "--size", "0", "8"])
+    assert "--size must be at least 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--batch-size must be at least 1, got -1"):
+        predict(run / "run", str(run / "images"), tmp_path / "o", batch_size=-1)
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_reads_every_photo_format_upright(run, tmp_path):
+    """.bmp/.tif/.webp were skipped without a word, and EXIF orientation ignored (phone photos sideways)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rgb = (np.random.default_rng(0).random((20, 36, 3)) * 255).astype(np.uint8)
+    for suffix in (".bmp", ".tif", ".webp", ".JPG"):
+        Image.fromarray(rgb).save(folder / f"p{suffix.lower()[1:]}{suffix}")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the stored pixels are to be turned 90 degrees clockwise
+    Image.fromarray(rgb).save(folder / "phone.jpg", exif=exif)
+    written = predict(run / "run", str(folder), tmp_path / "o")
+    stems = {p.name.split(".")[0].split("_")[0] for p in written}
+    assert stems == {"pbmp", "ptif", "pwebp", "pjpg", "phone"}
+    assert Image.open(tmp_path / "o" / "pbmp.png").size == (36, 20)
+    assert Image.open(tmp_path / "o" / "phone.png").size == (20, 36)  # upright: 36 high, 20 wide
+
+
+def test_a_killed_predict_or_export_leaves_no_partial_file_under_its_name(run, tmp_path, monkeypatch):
+    """A kill while writing used to leave 0-byte or truncated files under their final names."""
+    def killed(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        predict(run / "run", str(run / "images"), tmp_path / "o")
+    assert list((tmp_path / "o").iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.export, "save", lambda program, f: (Path(f).write_bytes(b"PK half"),
+                                                                  (_ for _ in ()).throw(KeyboardInterrupt())))
+    with pytest.raises(KeyboardInterrupt):
+        export(run / "run", "exported-program", tmp_path / "e" / "m.pt2", size=(32, 32))
+    assert list((tmp_path / "e").iterdir()) == []
+
+
+def test_export_refuses_outputs_and_sizes_that_would_go_wrong(run, tmp_path, capsys, monkeypatch):
+    """--out RUN/model.safetensors overwrote the run's weights; --size 1 1 gave a program specialised to
+    1x1; --size 0 0 failed with a convolution's kernel-size error; --out under a file named torch's
+    temporary file."""
+    weights = (run / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"would replace the run's own model\.safetensors"):
+        export(run / "run", "exported-program", run / "run" / "model.safetensors", size=(32, 32))
+    assert (run / "run" / "model.safetensors").read_bytes() == weights
+    with pytest.raises(ValueError, match=r"--size must be at least 2 2 .*specialised"):
+        export(run / "run", "exported-program", tmp_path / "m.pt2", size=(1, 1))
+    with pytest.raises(SystemExit):
+        dejavu(["export", str(run / "run"), "--size", "0", "0"])
+    assert "--size must be at least 2, got 0" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"lies under .*file, which is a file"):
+        export(run / "run", "exported-program", tmp_path / "file" / "m.pt2", size=(32, 32))
+    _, task, meta = load_run(run / "run")
+    monkeypatch.setattr(deploy, "load_run", lambda _: (torch.nn.Conv2d(3, 1, 5), task, meta))  # needs 5x5 pixels
+    with pytest.raises(ValueError, match=r"cannot run on an example of --size 2 2 \(.*\); give a larger --size"):
+        export(run / "run", "exported-program", tmp_path / "m.pt2", size=(2, 2))

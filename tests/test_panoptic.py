@@ -48,6 +48,16 @@ def test_panoptic_quality_matches_a_hand_computed_example():
     assert got == pytest.approx(expected, abs=1e-6)  # torchmetrics sums float32 IoUs
 
 
+def test_no_stuff_classes_means_no_stuff_group():
+    """With no stuff class, PQ_st used to read 0: a mean over no class."""
+    t = torch.zeros(1, 4, 4, 2, dtype=torch.long)
+    t[:, :2, :2] = torch.tensor([1, 1])
+    m = PanopticMetrics(things=[0, 1], stuffs=[])
+    m.update(t, t)
+    out = m.compute()
+    assert "PQ_st" not in out and "SQ_st" not in out and out["PQ_th"] == 1.0
+
+
 def test_void_target_pixels_are_left_out():
     target = pairs(np.array([[0, 0, 255, 255]]), np.zeros((1, 4), int))[None]
     pred = pairs(np.array([[0, 0, 0, 0]]), np.zeros((1, 4), int))[None]  # predicts stuff on the void pixels too

@@ -51,6 +51,29 @@ def test_segmentation_loss_ignores_the_ignore_label():
     assert task.loss(logits, target) < 1e-3
 
 
+def test_an_all_ignored_segmentation_batch_has_zero_loss_not_nan():
+    """It used to be NaN (cross-entropy's mean over no pixel); otherwise the mean over labelled pixels."""
+    task = Segmentation(4)
+    raw = torch.randn(2, 4, 8, 8, requires_grad=True)
+    labels = torch.randint(0, 4, (2, 8, 8))
+    labels[0, :4] = 255
+    torch.testing.assert_close(task.loss(raw, labels), torch.nn.functional.cross_entropy(raw, labels, ignore_index=255))
+    ignored = task.loss(raw, torch.full((2, 8, 8), 255))
+    ignored.backward()
+    assert ignored.item() == 0 and raw.grad.abs().max() == 0
+
+
+def test_normal_targets_count_as_unit_vectors():
+    """A target of length 2 used to give cos up to 2 (a negative loss); now it is the same direction."""
+    task = Normals()
+    raw = torch.randn(2, 3, 8, 8)
+    unit = torch.nn.functional.normalize(torch.randn(2, 3, 8, 8), dim=1)
+    unit[0, :, :2] = 0  # unknown
+    torch.testing.assert_close(task.loss(raw, 2 * unit), task.loss(raw, unit))
+    assert task.loss(unit, 2 * unit) < 1e-6
+    torch.testing.assert_close(task.target_condition(3 * unit), unit)
+
+
 def test_depth_metrics_by_hand():
     task = Depth()
     pred = torch.tensor([1.0, 2.0, 4.0, 9.0]).log().view(1, 1, 2, 2)  # raw output is log-depth

@@ -16,7 +16,7 @@ from dejavu.cli.demo import main as demo
 from dejavu.data import CAMVID_CLASSES
 from dejavu.models import create_model
 from dejavu.training.callbacks import write_json
-from dejavu.training.lightning_cli import DejaVuCLI, expand_bases, fill_class_counts
+from dejavu.training.lightning_cli import DejaVuCLI, compose_config, expand_bases, fill_class_counts
 
 TINY = {
     "seed_everything": 0,
@@ -281,6 +281,22 @@ def test_compare_two_seeds(tmp_path):
     assert (tmp_path / "cmp" / "compare.md").is_file()
 
 
+def test_compare_refuses_arms_it_could_not_compare(tmp_path):
+    """`-- --model.dejavu.gamma 2` turned the baseline arm into a DejaVu run still reported as the baseline;
+    two tasks' arms were compared by their task losses. Both are refused before any training."""
+    a, b = write_config(tmp_path / "a.yaml", dejavu=False), write_config(tmp_path / "b.yaml")
+    args = ["--config", str(a), "--config", str(b), "--seeds", "1", "--out", str(tmp_path / "cmp")]
+    with pytest.raises(SystemExit, match=r"override --model.dejavu.gamma applies to every arm.*baseline .*a\.yaml"):
+        compare([*args, "--", "--model.dejavu.gamma", "2"])
+    with pytest.raises(SystemExit, match=r"--model.dejavu null switches DejaVu off"):
+        compare(["--config", str(b), "--config", str(b), "--seeds", "1", "--out", str(tmp_path / "c2"), "--",
+                 "--model.dejavu", "null"])
+    depth = write_config(tmp_path / "d.yaml", dejavu=False, model__task={"name": "depth"})
+    with pytest.raises(SystemExit, match=r"train different tasks .*a\.yaml.*segmentation.*d\.yaml.*depth"):
+        compare(["--config", str(a), "--config", str(depth), "--seeds", "1", "--out", str(tmp_path / "c3")])
+    assert not (tmp_path / "cmp").exists() and not (tmp_path / "c3").exists()
+
+
 def test_compare_several_arms_trains_the_reference_once(tmp_path):
     a = write_config(tmp_path / "a.yaml", dejavu=False)
     b = write_config(tmp_path / "b.yaml")
@@ -307,21 +323,29 @@ CONFIGS = sorted(c for c in (Path(__file__).parent.parent / "configs").rglob("*.
 STUDY = sorted((Path(__file__).parent.parent / "benchmarks" / "study").rglob("*.yaml"))  # benchmarks/RESULTS.md
 
 
-def resolved(config: Path) -> dict:
-    """The config as LightningCLI composes it (bases first), without building anything."""
-    cfg: dict = {}
-    for path in expand_bases(["--config", str(config)])[1::2]:
-        cfg = merged(cfg, yaml.safe_load(Path(path).read_text()))
-    cfg.pop("base", None)
-    return cfg
+@pytest.mark.parametrize("text,message", [
+    ("model: {lr: 0.1\n", r"c\.yaml is not valid YAML: .*line"),  # an unclosed flow mapping
+    ("base: 3\n", r"c\.yaml names base 3; base must be the file name"),
+    ("base: ''\n", r"c\.yaml names base ''; base must be the file name"),
+    ("- a\n- b\n", r"c\.yaml must hold keys and values \(a YAML mapping\), got a list"),
+])
+def test_a_bad_config_or_base_names_its_file(tmp_path, text, message):
+    """A malformed config or base gave a parser traceback "in <unicode string>" without the file's name."""
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(SystemExit, match=message):
+        expand_bases(["fit", "--config", str(tmp_path / "c.yaml")])
+    (tmp_path / "b.yaml").write_bytes(b"\xff\xfe\x00binary")
+    (tmp_path / "d.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(SystemExit, match=r"b\.yaml is not a text file"):
+        expand_bases(["fit", "--config", str(tmp_path / "d.yaml")])
 
 
-def merged(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        # LightningCLI merges sections key by key; a dict-valued option (network, task, dejavu) is one value
-        out[k] = merged(out[k], v) if k in ("model", "data", "trainer") and k in out else v
-    return out
+def test_base_on_the_command_line_is_refused_not_ignored(tmp_path):
+    with pytest.raises(SystemExit, match=r"--base is a config file's key.*--config BASE\.yaml --config YOURS"):
+        dejavu("fit", "--base", str(tmp_path / "b.yaml"), "--config", str(tmp_path / "c.yaml"))
+
+
+resolved = compose_config  # the config as LightningCLI composes it (bases first), without building anything
 
 
 @pytest.mark.parametrize("config", CONFIGS + STUDY, ids=[f"{c.parent.name}/{c.name}" for c in CONFIGS + STUDY])
@@ -406,6 +430,18 @@ def test_class_counts_come_from_the_dataset():
     task = {"name": "segmentation"}
     fill_class_counts(task, folder)
     assert task == {"name": "segmentation", "num_classes": 3, "ignore_index": 0}
+
+
+def test_panoptic_things_that_contradict_the_dataset_are_refused():
+    """Accepted before: PQ_th and PQ_st then split the classes differently from the dataset."""
+    from dejavu.data import COCOPanoptic
+
+    task = {"name": "panoptic"}
+    fill_class_counts(task, "coco_panoptic")
+    assert task["things"] == list(COCOPanoptic.things)
+    wrong = {"name": "panoptic", "things": [0, 1]}
+    with pytest.raises(ValueError, match=r"things=\[0, 1\], but the COCOPanoptic dataset's thing classes are"):
+        fill_class_counts(wrong, "coco_panoptic")
     with pytest.raises(ValueError, match=r"cannot import class_path 'mine\.Nowhere'"):
         fill_class_counts(task, {"class_path": "mine.Nowhere"})
 

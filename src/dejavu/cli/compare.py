@@ -22,7 +22,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from ..training.callbacks import write_json
-from ..training.lightning_cli import fit_run, test_run
+from ..training.lightning_cli import compose_config, fit_run, test_run
 
 
 def paired_summary(a: list[float], b: list[float]) -> dict[str, float | None]:
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     for c in a.config:
         if not Path(c).is_file():
             p.error(f"--config {c}: no such file")
+    check_arms(a.config, overrides)
     out = Path(a.out)
     if out.exists() and any(out.iterdir()):
         if not a.overwrite:
@@ -104,6 +105,43 @@ def main(argv: list[str] | None = None) -> None:
         f"B − A paired by seed, Student-t 95% interval.\n\n"
         f"{tables}\n")
     print("\n" + tables + f"\n\nwrote {out}/compare.md and {out}/compare.json")
+
+
+def check_arms(configs: list[str], overrides: list[str]) -> None:
+    """Refuse arms whose numbers could not be compared: configs of different tasks, or pass-through
+    overrides of ``model.dejavu`` with an arm that is a baseline (or that set it to null), which would
+    change what an arm is while it kept its name.
+
+    Raises:
+        SystemExit: naming the configs or the override, and what to do instead.
+    """
+    composed = {c: compose_config(c).get("model", {}) for c in configs}
+    tasks = {c: _task_kind(m.get("task") or {}) for c, m in composed.items()}
+    if len(set(tasks.values())) > 1:
+        listed = "; ".join(f"{c}: {t}" for c, t in tasks.items())
+        raise SystemExit(f"dejavu compare: the configs train different tasks ({listed}); their metrics and losses "
+                         "cannot be compared. Compare configs of one task")
+    touching = [o for o in overrides if o.partition("=")[0].startswith("--model.dejavu")]
+    baselines = [c for c, m in composed.items() if not m.get("dejavu")]
+    if touching and baselines:
+        raise SystemExit(f"dejavu compare: the override {touching[0]} applies to every arm, and would make the "
+                         f"baseline {baselines[0]} a DejaVu run still reported as the baseline; put DejaVu settings "
+                         "in the DejaVu arm's config (a config that names the other as its base:)")
+    for i, o in enumerate(overrides):
+        name, eq, value = o.partition("=")
+        value = value if eq else (overrides[i + 1] if i + 1 < len(overrides) else "")
+        if name == "--model.dejavu" and value.strip().lower() in ("null", "none", "~"):
+            raise SystemExit("dejavu compare: the override --model.dejavu null switches DejaVu off in every arm, "
+                             "which would leave DejaVu arms reported by their configs' names; compare a baseline "
+                             "config instead")
+
+
+def _task_kind(task: dict) -> str:
+    """What a task predicts, by name (a multitask's tasks in order); settings such as class counts aside,
+    since a config may leave them to the dataset."""
+    if task.get("name") == "multitask":
+        return "multitask[" + ", ".join(str(t.get("name")) for t in task.get("tasks", [])) + "]"
+    return str(task.get("name"))
 
 
 def arm_names(configs: list[str]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,29 @@ from ..data import distinct_palette
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image
 from ..models import create_model, load_weights
 from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, Task, create_task
+from ..training.callbacks import atomic_write
 
 __all__ = ["export_main", "load_run", "predict_main"]
 
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
 DEPTH_SCALE = 256.0  # 16-bit depth PNGs hold metres x 256, KITTI's convention (up to 256 m)
 LABEL_DIVISOR = 1000  # panoptic ids = class x 1000 + instance (Cityscapes' and Panoptic-DeepLab's convention)
+# what a phone, a scanner or a web page gives, beside the datasets' PNG and JPEG; all read by Pillow
+PREDICT_SUFFIXES = (*IMAGE_SUFFIXES, ".bmp", ".tif", ".tiff", ".webp")
+RUN_FILES = ("model.json", "model.safetensors", "model.pt", "crm.safetensors", "config.yaml", "metrics.json")
+
+
+def _at_least(least: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an int of at least ``least``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{what} must be at least {least}, got {value}")
+        return value
+    return parse
 
 
 def load_run(path: str | Path) -> tuple[nn.Module, Task, dict[str, Any]]:
@@ -64,15 +82,23 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
     """
     if fmt not in FORMATS:
         raise ValueError(f"dejavu export: --format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    if min(size) < 2:  # torch.export fixes a side of 1 as a constant: the program would take nothing else
+        raise ValueError(f"dejavu export: --size must be at least 2 2 (a side of 1 is specialised by torch.export "
+                         f"and the program would only take that size), got {' '.join(map(str, size))}")
     net, _, _ = load_run(run)
     out = Path(out) if out else Path(run) / FORMATS[fmt]
+    _check_export_path(Path(run), out)
     x = torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(0))
     dynamic = {"x": {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}}
     with torch.no_grad():
-        expected = net(x)
+        try:
+            expected = net(x)
+        except RuntimeError as e:
+            raise ValueError(f"dejavu export: the network cannot run on an example of --size {size[0]} {size[1]} "
+                             f"({str(e).splitlines()[0]}); give a larger --size, e.g. 256 256") from None
         if fmt == "exported-program":
             program = torch.export.export(net, (x,), dynamic_shapes=dynamic)
-            torch.export.save(program, out)
+            atomic_write(out, lambda tmp: torch.export.save(program, tmp))
             got = torch.export.load(out).module()(x)
         else:
             try:
@@ -80,11 +106,26 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
             except ImportError:
                 raise SystemExit("dejavu export --format onnx needs onnx, onnxscript and onnxruntime: "
                                  "pip install 'dejavu-dense[export]'") from None
-            torch.onnx.export(net, (x,), out, dynamo=True, dynamic_shapes=dynamic, input_names=["image"],
-                              output_names=["prediction"], verbose=False)
+            atomic_write(out, lambda tmp: torch.onnx.export(
+                net, (x,), tmp, dynamo=True, dynamic_shapes=dynamic, input_names=["image"],
+                output_names=["prediction"], verbose=False))
             session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
             got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
     return out, float((got - expected).abs().max())
+
+
+def _check_export_path(run: Path, out: Path) -> None:
+    """Refuse an ``--out`` that would replace the run's own files or cannot be a file."""
+    run = run.parent if run.suffix in (".json", ".safetensors") else run
+    if out.resolve().parent == run.resolve() and out.name in RUN_FILES:
+        raise ValueError(f"dejavu export: --out {out} would replace the run's own {out.name}; choose another name, "
+                         f"e.g. {run / 'model.onnx'}")
+    if out.is_dir():
+        raise ValueError(f"dejavu export: --out {out} is a folder; give a file name, e.g. {out / 'model.onnx'}")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"dejavu export: --out {out} lies under {blocking}, which is a file, not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def export_main(argv: list[str] | None = None) -> None:
@@ -94,8 +135,8 @@ def export_main(argv: list[str] | None = None) -> None:
     p.add_argument("--format", default="onnx", choices=sorted(FORMATS),
                    help="onnx (runs in onnxruntime, TensorRT...) or exported-program (torch.export's .pt2)")
     p.add_argument("--out", type=Path, help="output file (default RUN/model.onnx or RUN/model.pt2)")
-    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
-                   help="the example input's size (the exported program accepts other sizes)")
+    p.add_argument("--size", type=_at_least(2, "--size"), nargs=2, default=(256, 256), metavar=("H", "W"),
+                   help="the example input's size, at least 2 2 (the exported program accepts other sizes)")
     a = p.parse_args(argv)
     out, diff = export(a.run, a.format, a.out, tuple(a.size))
     print(f"wrote {out}; largest difference from the eager network on a random input: {diff:.2e}")
@@ -105,14 +146,14 @@ def export_main(argv: list[str] | None = None) -> None:
 def _inputs(source: str) -> list[Path]:
     path = Path(source).expanduser()
     if path.is_dir():
-        files = list_images(path)
+        files = list_images(path, PREDICT_SUFFIXES)
     elif path.is_file():
         files = [path]
     else:
-        files = sorted(Path(f) for f in glob.glob(source) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(Path(f) for f in glob.glob(source) if Path(f).suffix.lower() in PREDICT_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"dejavu predict: no image in {source} (a folder, a file or a glob of "
-                                f"{'/'.join(IMAGE_SUFFIXES)} files)")
+                                f"{'/'.join(PREDICT_SUFFIXES)} files)")
     return files
 
 
@@ -135,6 +176,11 @@ def _palette(task: Segmentation, meta: dict[str, Any]) -> list[int]:
     return [v for c in colours[:256] for v in c]
 
 
+def _write_image(image: Image.Image, path: Path) -> None:
+    """Save under a temporary name, then rename: a killed predict leaves no truncated file under ``path``."""
+    atomic_write(path, image.save)
+
+
 def _save(task: Task, raw: Tensor, stem: str, out: Path, meta: dict[str, Any], raw_ids: bool) -> list[np.ndarray]:
     """Write one image's prediction files; returns the RGB views for an overlay."""
     views = []
@@ -144,21 +190,22 @@ def _save(task: Task, raw: Tensor, stem: str, out: Path, meta: dict[str, Any], r
             ids = part[0].argmax(0).numpy()
             indexed = Image.fromarray(ids.astype(np.uint8), mode="P")
             indexed.putpalette(_palette(t, meta))
-            indexed.save(out / f"{stem}.png")
+            _write_image(indexed, out / f"{stem}.png")
             if raw_ids:
                 dtype = np.uint16 if t.num_classes > 256 else np.uint8
-                Image.fromarray(ids.astype(dtype)).save(out / f"{stem}_ids.png")
+                _write_image(Image.fromarray(ids.astype(dtype)), out / f"{stem}_ids.png")
             views.append(np.asarray(indexed.convert("RGB")))
         elif isinstance(t, Depth):
             metres = t.decode(part)[0, 0].numpy().astype(np.float32)
-            np.save(out / f"{stem}_depth.npy", metres)
-            Image.fromarray(np.clip(metres * DEPTH_SCALE, 0, 65535).astype(np.uint16)).save(out / f"{stem}_depth.png")
+            atomic_write(out / f"{stem}_depth.npy", lambda tmp, m=metres: np.save(tmp, m))
+            _write_image(Image.fromarray(np.clip(metres * DEPTH_SCALE, 0, 65535).astype(np.uint16)),
+                         out / f"{stem}_depth.png")
             inverse = 1 / np.clip(metres, 1e-3, None)
             views.append((255 * (inverse - inverse.min()) / max(np.ptp(inverse), 1e-6)).astype(np.uint8)[..., None]
                          .repeat(3, -1))
         elif isinstance(t, Normals):
             rgb = ((t.decode(part)[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
-            Image.fromarray(rgb).save(out / f"{stem}_normals.png")
+            _write_image(Image.fromarray(rgb), out / f"{stem}_normals.png")
             views.append(rgb)
         elif isinstance(t, Panoptic):
             from ..training.figures import colourise  # matplotlib, only for this view
@@ -166,7 +213,7 @@ def _save(task: Task, raw: Tensor, stem: str, out: Path, meta: dict[str, Any], r
             classes, instance = t.decode(part)[0].numpy()
             ids = classes * LABEL_DIVISOR + instance  # RGB-encoded as COCO's PNGs: R + 256 G + 256^2 B
             rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-            Image.fromarray(rgb).save(out / f"{stem}_panoptic.png")
+            _write_image(Image.fromarray(rgb), out / f"{stem}_panoptic.png")
             view = colourise(t, torch.from_numpy(np.stack([classes, instance])), True, meta.get("palette"))
             views.append((255 * view).astype(np.uint8))
     return views
@@ -191,6 +238,10 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
         FileExistsError: an output that exists, without ``overwrite`` (named; nothing is written).
         ValueError: an unreadable image (named).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"dejavu predict: --batch-size must be at least 1, got {batch_size!r}")
+    if size is not None and min(size) < 1:
+        raise ValueError(f"dejavu predict: --size must be at least 1 1, got {' '.join(map(str, size))}")
     net, task, meta = load_run(run)
     net = net.to(device)
     files, out = _inputs(str(source)), Path(out)
@@ -206,7 +257,7 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
     step = batch_size if size else 1
     for start in tqdm(range(0, len(files), step), desc="dejavu predict", unit="batch"):
         chunk = files[start:start + step]
-        images = [read_image(f, "dejavu predict") for f in chunk]
+        images = [read_image(f, "dejavu predict", exif=True) for f in chunk]
         x = torch.stack([F.interpolate(im[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
                          for im in images]) if size else images[0][None]
         with torch.no_grad():
@@ -216,7 +267,7 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
             views = _save(task, r, f.stem, out, meta, raw_ids)
             if overlay:
                 rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-                Image.fromarray(np.concatenate([rgb, *views], axis=1)).save(out / f"{f.stem}_overlay.png")
+                _write_image(Image.fromarray(np.concatenate([rgb, *views], axis=1)), out / f"{f.stem}_overlay.png")
     return expected
 
 
@@ -226,9 +277,9 @@ def predict_main(argv: list[str] | None = None) -> None:
     p.add_argument("run", help="a finished run folder (holding model.json and model.safetensors)")
     p.add_argument("input", help="a folder of images, one image, or a quoted glob ('photos/*.jpg')")
     p.add_argument("--out", required=True, help="folder for the prediction files")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+    p.add_argument("--size", type=_at_least(1, "--size"), nargs=2, metavar=("H", "W"),
                    help="the size the network sees (default: the run's evaluation size)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=_at_least(1, "--batch-size"), default=4, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps...")
     p.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
     p.add_argument("--overlay", action="store_true", help="also write each image beside its predictions")

@@ -69,8 +69,9 @@ class LabelPairs(DenseDataset):
     """Image files with a label map each (``self.pairs``: a list of ``(image, label)`` paths).
 
     ``id_map``, when set, maps the stored ids to train ids (a lookup table: ``train = id_map[stored]``,
-    ``ignore_index`` for ids left out); a stored id beyond the table, or a train id that is neither a
-    class nor ``ignore_index``, is a ``ValueError`` naming the file and the value.
+    ``ignore_index`` for ids left out, ``-1`` for ids the dataset's official encoding never writes); a
+    stored id beyond the table or never written, or a train id that is neither a class nor
+    ``ignore_index``, is a ``ValueError`` naming the file and the value as the file stores it.
     """
 
     id_map: Tensor | None = None
@@ -112,15 +113,20 @@ class LabelPairs(DenseDataset):
 
     def train_ids(self, label: Tensor, path: Path) -> Tensor:
         name = type(self).__name__
+        stored = label
         if self.id_map is not None:
             if label.min() < 0 or label.max() >= len(self.id_map):
                 bad = int(label.max() if label.max() >= len(self.id_map) else label.min())
                 raise ValueError(f"{name}: label file {path} has id {bad}, outside the dataset's ids "
                                  f"0..{len(self.id_map) - 1}")
             label = self.id_map[label]
+            never = label == -1
+            if never.any():
+                raise ValueError(f"{name}: label file {path} has id {int(stored[never][0])}, which the dataset's "
+                                 "official encoding never writes; check that the file is the dataset's own label map")
         bad = ((label < 0) | (label >= self.num_classes)) & (label != self.ignore_index)
         if bad.any():
-            raise ValueError(f"{name}: label file {path} has value {int(label[bad][0])}, outside "
+            raise ValueError(f"{name}: label file {path} has value {int(stored[bad][0])}, outside "
                              f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}")
         return label
 

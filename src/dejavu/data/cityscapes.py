@@ -1,11 +1,13 @@
 """Cityscapes in its official layout: ``leftImg8bit/{split}/{city}/*_leftImg8bit.png`` with
 ``gtFine/{split}/{city}/*_gtFine_labelIds.png``, the 34 label ids mapped to the 19 train ids of the
-benchmark (the others, and 255, ignored)."""
+benchmark (the others, and 255, ignored; an id the official encoding never writes, 34..254, is an error)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from .base import Item, LabelPairs, id_table
 from .io import list_images
@@ -38,7 +40,8 @@ class Cityscapes(LabelPairs):
     """
 
     classes, num_classes, palette, ignore_index = CLASSES, len(CLASSES), PALETTE, 255
-    id_map = id_table(256, TRAIN_IDS, 255)
+    # labelIds PNGs store the ids 0..33, and 255 for the license plate (id -1); nothing else
+    id_map = id_table(256, TRAIN_IDS, 255).index_fill(0, torch.arange(34, 255), -1)
 
     def __init__(self, root: str | Path, split: str = "train", transform: Callable[[Item], Item] | None = None) -> None:
         super().__init__(transform)

@@ -126,6 +126,9 @@ class COCOPanoptic(DenseDataset):
         # (class, instance) per segment id: void (id 0) and crowds are ignored, things numbered from 1
         pairs = {0: (self.ignore_index, 0)}
         for number, seg in enumerate(segments, start=1):
+            if seg.get("category_id") not in self.category:
+                raise ValueError(f"COCOPanoptic: segment {seg.get('id')} of {png_path.name} has category_id "
+                                 f"{seg.get('category_id')!r}, which the JSON's categories do not list")
             cls = self.category[seg["category_id"]]
             pairs[seg["id"]] = ((self.ignore_index, 0) if seg.get("iscrowd")
                                 else (cls, number if cls in self.things else 0))

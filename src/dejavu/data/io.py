@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "read_image", "read_label"]
@@ -20,16 +20,18 @@ def list_images(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> lis
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
 
 
-def read_image(path: Path, owner: str = "dejavu") -> Tensor:
+def read_image(path: Path, owner: str = "dejavu", exif: bool = False) -> Tensor:
     """An image file as ``(3, H, W)`` float32 in ``[0, 1]``: 8-bit grey or colour, and 16-bit grey, whose
     16 bits are kept instead of saturating (Pillow reads it as ``I;16``). ``owner`` (the reader's name)
-    starts error messages.
+    starts error messages. ``exif``: turn the image as its EXIF orientation says, as a photo viewer
+    does (for photos; datasets' labels are drawn on the stored pixels, so their readers leave it off).
 
     Raises:
         ValueError: the file cannot be decoded (names it).
     """
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened) if exif else opened
             if im.mode.startswith("I;16") or im.mode == "I":
                 array = np.asarray(im, dtype=np.float32) / (65535.0 if im.mode.startswith("I;16") else 4294967295.0)
                 image = torch.from_numpy(array)[None].expand(3, -1, -1)

@@ -49,7 +49,8 @@ class NYUDv2(DenseDataset):
         FileNotFoundError: a missing folder, a split without images, an image without one of its
             three targets.
         ValueError: an unknown split; on reading, an unreadable file, an array of the wrong shape,
-            image values outside ``[0, 1]``, or a label outside ``-1..12``.
+            image values outside ``[0, 1]``, a label outside ``-1..12`` or not a whole number, or the
+            arrays of one sample of different sizes; each names the file and its own value.
     """
 
     classes, num_classes, palette, ignore_index = CLASSES, 13, tuple(distinct_palette(13)), 255
@@ -81,8 +82,19 @@ class NYUDv2(DenseDataset):
         if not (image.min() >= 0 and image.max() <= 1):
             raise ValueError(f"NYUDv2: {self.root / 'image' / name} has values in [{image.min()}, {image.max()}], "
                              "expected [0, 1]")
-        label = np.where(label < 0, self.ignore_index, label).astype(np.int64)
-        if ((label >= self.num_classes) & (label != self.ignore_index)).any():
-            raise ValueError(f"NYUDv2: {self.root / 'label' / name} has label {int(label.max())}, outside -1..12")
+        sizes = {f: a.shape[:2] for f, a in zip(FOLDERS, (image, label, depth, normal), strict=True)}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"NYUDv2: the arrays of sample {name} differ in size: "
+                             + ", ".join(f"{self.root / f / name} {h}x{w}" for f, (h, w) in sizes.items()))
+        # the file's own values in every message: -1 (MTAN's unlabelled) is the only id mapped to ignore
+        fractional = label[label != np.floor(label)] if label.dtype.kind == "f" else label[:0]
+        if fractional.size:
+            raise ValueError(f"NYUDv2: {self.root / 'label' / name} has the non-integer label {fractional[0]}; "
+                             "labels are class ids -1..12")
+        outside = label[(label < -1) | (label >= self.num_classes)]
+        if outside.size:
+            raise ValueError(f"NYUDv2: {self.root / 'label' / name} has label {outside[0]:g}, outside -1..12 "
+                             "(-1: unlabelled)")
+        label = np.where(label == -1, self.ignore_index, label).astype(np.int64)
         return {"image": _chw(image), "semantic": torch.from_numpy(label), "depth": _chw(depth),
                 "normals": _chw(normal)}

@@ -57,8 +57,12 @@ class Segmentation(Task):
         return tgt.long()
 
     def loss(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        """Cross-entropy averaged over the labelled pixels; 0 (and no gradient) for a batch whose pixels
+        are all ``ignore_index``, where the mean over no pixel would be NaN."""
         tgt = self._target(target)
-        return F.cross_entropy(self._resized(raw, tgt.shape[-2:]), tgt, ignore_index=self.ignore_index)
+        total = F.cross_entropy(self._resized(raw, tgt.shape[-2:]), tgt, ignore_index=self.ignore_index,
+                                reduction="sum")
+        return total / (tgt != self.ignore_index).sum().clamp_min(1)  # no device sync
 
     def condition(self, raw: Tensor) -> Tensor:
         return hard_probabilities(raw) if self.hard_condition else probabilities(raw)
@@ -161,7 +165,8 @@ class Depth(Task):
 @register_task("normals")
 class Normals(Task):
     """Surface normals: three channels, ``decode`` makes unit vectors; loss ``1 - cos`` over valid pixels
-    (target of length > 0.5). Condition: the unit normals.
+    (target of length > 0.5), targets scaled to unit length first (as the angle metrics do). Condition:
+    the unit normals.
 
     Raises:
         ValueError: a batch without a single valid target normal (its loss would be NaN).
@@ -174,7 +179,7 @@ class Normals(Task):
 
     def loss(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> Tensor:
         tgt = self._target(target)
-        cos = (self.decode(self._resized(raw, tgt.shape[-2:])) * tgt).sum(1)
+        cos = (self.decode(self._resized(raw, tgt.shape[-2:])) * F.normalize(tgt, dim=1)).sum(1)
         valid = tgt.norm(dim=1) > 0.5
         if not valid.any():  # the mean over no pixel is NaN
             raise ValueError(f"Normals: no valid target normal in this batch of {tgt.shape[0]} (valid: length > 0.5); "
@@ -189,7 +194,7 @@ class Normals(Task):
         return raw.flip(-1) * raw.new_tensor([-1.0, 1.0, 1.0]).view(1, 3, 1, 1)
 
     def target_condition(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
-        return self._target(target).float()
+        return F.normalize(self._target(target).float(), dim=1)  # (0, 0, 0) where unknown stays so
 
     def metrics(self) -> MetricCollection:
         return MetricCollection({"normals": AngleMetrics()})

@@ -163,6 +163,7 @@ class PanopticMetrics(PanopticQuality):
 
     ``update(pred, target)``: ``(B, H, W, 2)`` integer ``(class, instance)`` pairs; a target class
     that is neither thing nor stuff (e.g. the ignore label) is void: left out, as in panopticapi.
+    Without thing (or stuff) classes there is no ``_th`` (``_st``) group to report.
 
     Example:
         >>> t = torch.zeros(1, 4, 4, 2, dtype=torch.long); t[:, :2, :2] = torch.tensor([1, 1])
@@ -182,7 +183,11 @@ class PanopticMetrics(PanopticQuality):
         rq = tp / (tp + 0.5 * fp + 0.5 * fn).clamp_min(1e-12)
         seen = (tp + fp + fn) > 0
         out = {}
-        for suffix, keep in (("", seen), ("_th", seen & self.is_thing), ("_st", seen & ~self.is_thing)):
+        groups = {"": seen, "_th": seen & self.is_thing, "_st": seen & ~self.is_thing}
+        for suffix, members in (("_th", self.is_thing), ("_st", ~self.is_thing)):
+            if not members.any():  # a mean over no class would read 0
+                del groups[suffix]
+        for suffix, keep in groups.items():
             for name, value in (("PQ", sq * rq), ("SQ", sq), ("RQ", rq)):
                 out[name + suffix] = value[keep].mean() if keep.any() else value.new_zeros(())
         return out

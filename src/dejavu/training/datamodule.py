@@ -175,6 +175,13 @@ def collate(items: list[dict]) -> dict:
     return default_collate(items)
 
 
+def _not_empty(ds: Dataset, what: str, fix: str) -> Dataset:
+    # an empty training split would "train" nothing and export an untrained network, exiting 0
+    if len(ds) == 0:
+        raise ValueError(f"data: {what} has no samples; {fix}")
+    return ds
+
+
 class DenseDataModule(L.LightningDataModule):
     """Training, validation and test data for a :class:`~dejavu.training.module.DejaVuModule`.
 
@@ -262,17 +269,21 @@ class DenseDataModule(L.LightningDataModule):
         hp = self.hparams
         if issubclass(self.dataset_class, SyntheticScenes):  # the scenes, or their video
             length = hp.train_length if split == "train" else hp.val_length
-            return self.dataset_class(length, size=tuple(hp.size or (64, 64)),
-                                      seed=hp.seed + {"train": 0, "val": 1, "test": 2}[split])
+            ds = self.dataset_class(length, size=tuple(hp.size or (64, 64)),
+                                    seed=hp.seed + {"train": 0, "val": 1, "test": 2}[split])
+            option = "train_length" if split == "train" else "val_length"
+            return _not_empty(ds, f"the synthetic {split!r} split", f"give --data.{option} of at least 1")
         kwargs = {**({"root": hp.root} if hp.root else {}), **self.init_args, "split": split}
         if getattr(self.dataset_class, "resizes_itself", False):
             kwargs["size"] = tuple(hp.size) if hp.size else None
         if self.dataset_class is CamVid and split == "train" and hp.train_sequences is not None:
             kwargs["sequences"] = hp.train_sequences
         try:
-            return self.dataset_class(**kwargs)
+            ds = self.dataset_class(**kwargs)
         except TypeError as e:
             raise ValueError(f"data.dataset: {self.dataset_class.__name__}({kwargs}) failed: {e}") from None
+        return _not_empty(ds, f"the {split!r} split of {self.dataset_class.__name__} under {kwargs.get('root')}",
+                          "check --data.root and the dataset's layout (README: Datasets)")
 
     def _size(self, evaluation: bool = False) -> tuple[int, int] | None:
         size = self.hparams.eval_size if evaluation and self.hparams.eval_size != "size" else self.hparams.size

@@ -88,13 +88,21 @@ class DejaVuCLI(LightningCLI):
                             help="forbid downloading pretrained weights (LPIPS, CLIP, encoders): the same as "
                                  "DEJAVU_OFFLINE=1; a missing file is then an error that names it")
         parser.add_argument("--base", type=str | None, default=None,
-                            help="the config this one extends (read in its place, before it; see expand_bases)")
+                            help="a config file's key only (base: FILE, the config it extends, read before it); "
+                                 "on the command line give --config BASE.yaml --config FILE.yaml")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg["offline"]:  # read by every loader of pretrained weights (dejavu.weights.is_offline)
             os.environ["DEJAVU_OFFLINE"] = "1"
         fill_class_counts(cfg["model"]["task"], cfg["data"]["dataset"])
+        task = cfg["model"]["task"] or {}
+        if cfg["data"].get("partial_labels") and (task.get("name") != "multitask" or len(task.get("tasks", [])) < 2):
+            # the dataset's other targets would take the labels of the one task this run trains
+            raise SystemExit(f"dejavu: data.partial_labels {cfg['data']['partial_labels']!r} keeps one task's labels "
+                             f"per image, and this run trains the single task {task.get('name')!r}: most images would "
+                             "lose its labels. Use a multitask model.task, or data.label_fraction to train on a "
+                             "subset of labelled images")
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI builds the network from the checkpoint's hyperparameters, so it always fits its
@@ -187,11 +195,15 @@ def expand_bases(args: list[str]) -> list[str]:
     ``["fit", "--config", "camvid/baseline.yaml", "--config", "camvid/dejavu.yaml"]``.
 
     Raises:
-        SystemExit: a ``base`` that does not exist, or a cycle of bases.
+        SystemExit: a ``base`` that does not exist, is not a file name, or closes a cycle; a config or
+            base that is not readable YAML (named, with the parser's line); ``--base`` on the command line.
     """
     out: list[str] = []
     for i, arg in enumerate(args):
         name, _, value = arg.partition("=")
+        if name == "--base":  # a config file's key: on the command line it would be parsed and ignored
+            raise SystemExit("dejavu: --base is a config file's key (base: FILE); on the command line give the base "
+                             "config first: --config BASE.yaml --config YOURS.yaml")
         if name == "--config" and (value or (i + 1 < len(args))):
             path = value or args[i + 1]
             chain = _base_chain(Path(path)) if Path(path).is_file() else []
@@ -201,12 +213,52 @@ def expand_bases(args: list[str]) -> list[str]:
     return out
 
 
+def compose_config(path: str | Path) -> dict[str, Any]:
+    """A config as ``dejavu fit`` composes it from its file and its chain of ``base:`` files, without
+    building anything or applying command-line overrides: sections (``model``, ``data``, ``trainer``)
+    merge key by key, and a dict-valued option (``network``, ``task``, ``dejavu``) is one value that a
+    later file replaces whole.
+
+    Raises:
+        SystemExit: as :func:`expand_bases`.
+    """
+    cfg: dict[str, Any] = {}
+    for file in expand_bases(["--config", str(path)])[1::2]:
+        cfg = _merged(cfg, _read_config(Path(file)))
+    cfg.pop("base", None)
+    return cfg
+
+
+def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merged(out[k], v) if k in ("model", "data", "trainer") and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise SystemExit(f"dejavu: config {path} is not a text file") from None
+    except yaml.YAMLError as e:
+        raise SystemExit(f"dejavu: config {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    if data is not None and not isinstance(data, dict):
+        raise SystemExit(f"dejavu: config {path} must hold keys and values (a YAML mapping), got a "
+                         f"{type(data).__name__}")
+    return data or {}
+
+
 def _base_chain(path: Path) -> list[Path]:
     chain, seen = [], {path.resolve()}
     while True:
-        base = (yaml.safe_load(path.read_text()) or {}).get("base")
-        if not base:
+        config = _read_config(path)
+        base = config.get("base")
+        if base is None:
             return chain[::-1]
+        if not isinstance(base, str) or not base.strip():
+            raise SystemExit(f"dejavu: config {path} names base {base!r}; base must be the file name of the config "
+                             "it extends, relative to this one (e.g. base: baseline.yaml)")
         path = path.parent / base
         if not path.is_file():
             raise SystemExit(f"dejavu: config {chain[-1] if chain else path.parent} names base {base!r}, "
@@ -230,8 +282,12 @@ def fill_class_counts(task: dict[str, Any], dataset: str | dict) -> None:
     for spec in task.get("tasks") or [task]:
         if spec.get("name") not in ("segmentation", "panoptic"):
             continue
-        if spec["name"] == "panoptic" and spec.get("things") is None and things is not None:
-            spec["things"] = list(things)
+        if spec["name"] == "panoptic" and things is not None:
+            if spec.get("things") is None:
+                spec["things"] = list(things)
+            elif sorted(spec["things"]) != sorted(things):  # PQ_th and PQ_st would split the classes wrongly
+                raise ValueError(f"model.task: things={list(spec['things'])}, but the {cls.__name__} dataset's thing "
+                                 f"classes are {list(things)}; leave things out to take the dataset's")
         for key, value in known.items():
             given = spec.get(key)
             if given is None and value is not None:
