@@ -47,6 +47,13 @@ def _at_least(least: int, what: str) -> Callable[[str], int]:
     return parse
 
 
+def _run_folder(path: str | Path) -> Path:
+    """The run folder of ``path``: the folder itself, or the one holding a ``model.json`` /
+    ``model.safetensors`` path."""
+    run = Path(path).expanduser()
+    return run.parent if run.suffix in (".json", ".safetensors") else run
+
+
 def load_run(path: str | Path) -> tuple[nn.Module, Task, dict[str, Any]]:
     """The inference network (eval mode, on the CPU), its task and ``model.json`` of a run folder (or
     of a ``model.json`` / ``model.safetensors`` path inside one).
@@ -55,8 +62,7 @@ def load_run(path: str | Path) -> tuple[nn.Module, Task, dict[str, Any]]:
         FileNotFoundError: no such folder, or one without ``model.json`` and ``model.safetensors``
             (not a finished run: the message says what is missing).
     """
-    run = Path(path).expanduser()
-    run = run.parent if run.suffix in (".json", ".safetensors") else run
+    run = _run_folder(path)
     missing = [name for name in ("model.json", "model.safetensors") if not (run / name).is_file()]
     if not run.is_dir() or missing:
         raise FileNotFoundError(f"{run} is not a finished run folder: it lacks {' and '.join(missing) or 'itself'}; "
@@ -86,8 +92,8 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
         raise ValueError(f"dejavu export: --size must be at least 2 2 (a side of 1 is specialised by torch.export "
                          f"and the program would only take that size), got {' '.join(map(str, size))}")
     net, _, _ = load_run(run)
-    out = Path(out) if out else Path(run) / FORMATS[fmt]
-    _check_export_path(Path(run), out)
+    out = Path(out) if out else _run_folder(run) / FORMATS[fmt]
+    _check_export_path(_run_folder(run), out)
     x = torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(0))
     dynamic = {"x": {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}}
     with torch.no_grad():
@@ -116,7 +122,6 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
 
 def _check_export_path(run: Path, out: Path) -> None:
     """Refuse an ``--out`` that would replace the run's own files or cannot be a file."""
-    run = run.parent if run.suffix in (".json", ".safetensors") else run
     if out.resolve().parent == run.resolve() and out.name in RUN_FILES:
         raise ValueError(f"dejavu export: --out {out} would replace the run's own {out.name}; choose another name, "
                          f"e.g. {run / 'model.onnx'}")
