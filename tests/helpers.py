@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class DDPProbe(L.Callback):
@@ -49,3 +50,65 @@ class KillAt(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillInValidation(L.Callback):
+    """SIGKILLs its own process at the first validation batch after a given global step (during the
+    validation of that step's epoch)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillInExport(L.Callback):
+    """SIGKILLs its own process at the end of training, after the n-th file of the run's results is
+    written to its temporary name and before it is renamed into place."""
+
+    def __init__(self, write: int) -> None:
+        self.write = write
+
+    def on_fit_end(self, trainer, module) -> None:  # runs before RunArtifacts', which writes the results
+        from dejavu.training import callbacks
+
+        original, calls = callbacks.atomic_write, []
+
+        def atomic_write(path, write):
+            calls.append(path)
+            if len(calls) == self.write:
+                return original(path, lambda tmp: (write(tmp), os.kill(os.getpid(), signal.SIGKILL)))
+            return original(path, write)
+
+        callbacks.atomic_write = atomic_write
+
+
+class WorseningMetric(L.Callback):
+    """Makes the monitored validation metric worse at every epoch, as the best-checkpoint callback sees it."""
+
+    def setup(self, trainer, module, stage) -> None:
+        name, mode = module.monitor
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                original = callback._monitor_candidates
+
+                def candidates(trainer, original=original):
+                    worse = float(trainer.current_epoch) * (1 if mode == "min" else -1)
+                    return {**original(trainer), name: torch.tensor(worse)}
+
+                callback._monitor_candidates = candidates
+
+
+class HoldAtStart(L.Callback):
+    """Writes ``marker`` when training starts, then sleeps: a run that is still running."""
+
+    def __init__(self, marker: str, seconds: float = 120.0) -> None:
+        self.marker, self.seconds = Path(marker), seconds
+
+    def on_train_start(self, trainer, module) -> None:
+        import time
+
+        self.marker.write_text(str(os.getpid()))
+        time.sleep(self.seconds)

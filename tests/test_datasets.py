@@ -528,6 +528,23 @@ def test_kitti_raw_reads_video_and_calibration(tmp_path):
         KITTIRaw(tmp_path, "train")
 
 
+def test_kitti_raw_refuses_frames_of_other_sizes(tmp_path):
+    """The frames and depth map of one sample disagreeing in size failed in torch.stack, naming no file."""
+    write_kitti_raw(tmp_path)
+    from dejavu.data import KITTIRaw
+
+    frames = tmp_path / "raw/2011_09_26/2011_09_26_drive_0002_sync/image_02/data"
+    rgb(frames / "0000000002.png", 10, 24)
+    with pytest.raises(ValueError, match=r"0000000002\.png is 24x10 but the frame it belongs to, .*0000000001\.png, "
+                                         r"is 24x8"):
+        KITTIRaw(tmp_path, "train")[0]
+    rgb(frames / "0000000002.png", 8, 24)
+    gt = tmp_path / "gt/2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000001.png"
+    grey(gt, np.zeros((8, 20), np.uint16))
+    with pytest.raises(ValueError, match=r"groundtruth/image_02/0000000001\.png is 20x8"):
+        KITTIRaw(tmp_path, "train")[0]
+
+
 def test_an_empty_split_is_an_error_not_an_untrained_export(tmp_path):
     """`dejavu fit` on an empty training split exited 0 and exported an untrained network."""
     from dejavu.training.datamodule import DenseDataModule

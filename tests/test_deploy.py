@@ -202,6 +202,44 @@ def test_a_killed_predict_or_export_leaves_no_partial_file_under_its_name(run, t
     assert list((tmp_path / "e").iterdir()) == []
 
 
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+from pathlib import Path
+
+def killed(*args, **kwargs):  # half a file under the name it was given, then SIGKILL: no handler runs
+    target = next(a for a in args if isinstance(a, (str, Path)))
+    Path(target).write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+import torch
+from PIL import Image
+Image.Image.save = lambda self, fp, *a, **k: killed(fp)
+torch.export.save = lambda program, f, *a, **k: killed(f)
+from dejavu.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_sigkill_while_writing_leaves_no_file_under_a_final_name(run, tmp_path, command):
+    """The predict and export kill windows with a real SIGKILL: no clean-up code runs, and still no
+    file appears under its final name; the same command then completes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    args = (["predict", str(run / "run"), str(run / "images"), "--out", str(out)] if command == "predict" else
+            ["export", str(run / "run"), "--format", "exported-program", "--out", str(out / "m.pt2"), "--size", "32",
+             "32"])
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, *args], capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []  # only the temporary file
+    dejavu(args)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the rerun renamed it into place
+    assert (out / ("scene0.png" if command == "predict" else "m.pt2")).stat().st_size > 100
+
+
 def test_export_refuses_outputs_and_sizes_that_would_go_wrong(run, tmp_path, capsys, monkeypatch):
     """--out RUN/model.safetensors overwrote the run's weights; --size 1 1 gave a program specialised to
     1x1; --size 0 0 failed with a convolution's kernel-size error; --out under a file named torch's

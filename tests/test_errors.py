@@ -2,6 +2,7 @@
 asserting the exception type and a message fragment (the argument, the value, or the file)."""
 
 import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,21 @@ CASES = [
          lambda f: cli(f, "test", "--ckpt_path", str(f["run"] / "checkpoints/last.ckpt"),
                        "--model.task", "{name: segmentation, num_classes: 8}"),
          SystemExit, "model.task.num_classes: checkpoint 6, config 8"),
+    Case("checkpoint with a flipped byte", lambda f: read_checkpoint(f["flipped_ckpt"]), ValueError,
+         r"checkpoint .*flipped\.ckpt is corrupted: record archive/.* does not match its CRC-32"),
+    Case("ckpt_path with a flipped byte", lambda f: cli(f, "test", "--ckpt_path", str(f["flipped_ckpt"])),
+         SystemExit, r"flipped\.ckpt is corrupted"),
+    Case("exported weights with a flipped byte",
+         lambda f: load_weights(create_model("unet", 6, width=4, depth=2), f["flipped_st"]), ValueError,
+         r"flipped\.safetensors is corrupted: its data does not match the SHA-256 written with it"),
+    Case("exported weights with a damaged header",
+         lambda f: load_weights(create_model("unet", 6, width=4, depth=2), f["bad_header"]), ValueError,
+         r"header\.safetensors is corrupted: its header is not readable"),
+    Case("fit tiny images one at a time",
+         lambda f: cli(f, "fit", "--run_dir", str(f["dir"] / "tiny"), "--data.size", "[4, 4]",
+                       "--data.batch_size", "1"),
+         ValueError, r"batch of \(1, 3, 4, 4\) leaves a batch norm layer one value per channel.*--data\.size.*"
+                     r"--data\.batch_size"),
     Case("resume a segmentation run as depth",
          lambda f: cli(f, "fit", "--run_dir", str(f["run"]), "--ckpt_path", "last", "--model.task", "{name: depth}",
                        "--trainer.max_epochs", "2"),
@@ -244,7 +260,25 @@ def files(tmp_path_factory) -> dict[str, Path]:
               "figure_images": 1}
     f["config"].write_text(yaml.safe_dump(config))
     DejaVuCLI(args=["fit", "--config", str(f["config"]), "--run_dir", str(f["run"])])
+    f.update(flipped_ckpt=d / "flipped.ckpt", flipped_st=d / "flipped.safetensors", bad_header=d / "header.safetensors")
+    f["flipped_ckpt"].write_bytes(flipped_in_largest_record(f["run"] / "checkpoints" / "best.ckpt"))
+    weights = bytearray((f["run"] / "model.safetensors").read_bytes())
+    weights[-5] ^= 0x10
+    f["flipped_st"].write_bytes(weights)
+    weights[9:12] = b"!!!"
+    f["bad_header"].write_bytes(weights)
     return f
+
+
+def flipped_in_largest_record(path: Path) -> bytes:
+    """A zip archive's bytes with one bit flipped inside its largest record's data."""
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    blob = bytearray(path.read_bytes())
+    lengths = blob[info.header_offset + 26:info.header_offset + 30]  # the local header's name and extra lengths
+    start = info.header_offset + 30 + int.from_bytes(lengths[:2], "little") + int.from_bytes(lengths[2:], "little")
+    blob[start + info.file_size // 2] ^= 0x01
+    return bytes(blob)
 
 
 def write_bad_camvid(root: Path) -> None:

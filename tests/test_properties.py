@@ -1,14 +1,23 @@
-"""Property-based tests of the core (hypothesis): the DCT, the redactions, the CRMs and the loss hold
-their contracts over random shapes, dtypes, block sizes and bands, not only at the sizes we chose."""
+"""Property-based tests (hypothesis): the DCT, the redactions, the CRMs and the loss hold their contracts
+over random shapes, dtypes, block sizes and bands, not only at the sizes we chose; and the commands
+(predict, export, fit) take any option value a user can type to success or a named error."""
 
 import math
+import traceback
+from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
-from hypothesis import assume, given, settings
+import yaml
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
+import dejavu
 from dejavu import DejaVuLoss, ForwardCRM, RecursiveCRM
 from dejavu import redaction as R
+from dejavu.cli import main
 from dejavu.dct import dct2, idct2
 
 FAST = settings(max_examples=40, deadline=None)
@@ -108,3 +117,98 @@ def test_loss_is_finite_and_differentiable_for_finite_inputs(b, h, w, n, pred_sc
     out.loss.backward()
     assert pred.grad.dtype == dtype and pred.grad.shape == pred.shape and bool(torch.isfinite(pred.grad).all())
     assert out.regenerated.shape == out.redacted.shape == (b, 3, max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+# ------------------------------------------------------------------------------------ the command line
+# Any option value a user can type gives either success or an error raised by dejavu's own code (named:
+# the option or the file), or the argument parser's "error: argument ...": never a traceback from
+# inside a library.
+PACKAGE = Path(dejavu.__file__).resolve().parent
+OURS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError)
+CLI = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+NAMES = ["out", "a b", "ü-ñ", "x[1]", "dot.png", "-dash"]
+
+
+def outcome(argv: list[str]) -> str:
+    """``"ok"``, ``"parser"`` (the option parser refused a value) or ``"named"`` (dejavu refused it)."""
+    try:
+        main(argv)
+        return "ok"
+    except SystemExit as e:
+        assert e.code != 0, argv
+        assert e.code == 2 or (isinstance(e.code, str) and e.code.startswith("dejavu")), (argv, e.code)
+        return "parser" if e.code == 2 else "named"
+    except OURS as e:
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        assert Path(frame.filename).resolve().is_relative_to(PACKAGE), f"{argv}: {type(e).__name__} from " \
+            f"{frame.filename}:{frame.lineno}: {e}"
+        assert str(e).startswith("dejavu") or "--" in str(e), f"{argv}: {e}"
+        return "named"
+
+
+def place(kind: str, name: str, root: Path) -> Path:
+    """A path of a given kind under ``root``: new, an existing folder, an existing file, under a file."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / kind / name
+    path.parent.mkdir(exist_ok=True)
+    if kind == "folder":
+        path.mkdir(exist_ok=True)
+    elif kind in ("file", "under_file"):
+        path.write_text("not an image")
+        path = path / "inner" if kind == "under_file" else path
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    config = {"model": {"network": {"name": "unet", "width": 4, "depth": 2},
+                        "task": {"name": "segmentation", "num_classes": 6}},
+              "data": {"dataset": "synthetic", "size": [32, 32], "batch_size": 2, "train_length": 4, "val_length": 2},
+              "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False},
+              "figure_images": 1}
+    (root / "c.yaml").write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(root / "c.yaml"), "--run_dir", str(root / "run")])
+    (root / "images").mkdir()
+    for i, size in enumerate(((20, 30), (33, 17))):
+        Image.fromarray(np.full((*size, 3), 40 * i, np.uint8)).save(root / "images" / f"im{i}.png")
+    return root
+
+
+sizes = st.none() | st.tuples(st.integers(-2, 70), st.integers(-2, 70))
+paths = st.tuples(st.sampled_from(["new", "folder", "file", "under_file"]), st.sampled_from(NAMES))
+
+
+@CLI
+@given(size=sizes, batch=st.integers(-2, 5) | st.sampled_from(["x", "1.5", ""]), out=paths,
+       source=st.sampled_from(["folder", "one", "glob", "missing", "not_image"]), n=st.integers(0, 10**6))
+def test_predict_options_succeed_or_are_named(trained, tmp_path, size, batch, out, source, n):
+    root = tmp_path / str(n)
+    sources = {"folder": str(trained / "images"), "one": str(trained / "images" / "im1.png"),
+               "glob": str(trained / "images" / "*.png"), "missing": str(root / "nowhere"),
+               "not_image": str(place("file", "notes.png", root))}
+    argv = ["predict", str(trained / "run"), sources[source], "--out", str(place(*out, root / "o")),
+            "--batch-size", str(batch), *(["--size", *map(str, size)] if size else [])]
+    result = outcome(argv)
+    if result == "ok":
+        assert source in ("folder", "one", "glob") and out[0] in ("new", "folder")
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.tuples(st.integers(-1, 48), st.integers(-1, 48)), out=paths,
+       fmt=st.sampled_from(["exported-program", "onnx-ish"]), n=st.integers(0, 10**6))
+def test_export_options_succeed_or_are_named(trained, tmp_path, size, out, fmt, n):
+    path = place(*out, tmp_path / str(n))
+    argv = ["export", str(trained / "run"), "--format", fmt, "--out", str(path), "--size", *map(str, size)]
+    if outcome(argv) == "ok":
+        assert path.is_file() and min(size) >= 2 and fmt == "exported-program"
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.tuples(st.integers(-1, 40), st.integers(-1, 40)), batch=st.integers(-1, 4),
+       run=st.tuples(st.sampled_from(["new", "file", "under_file"]), st.sampled_from(NAMES)), n=st.integers(0, 10**6))
+def test_fit_options_succeed_or_are_named(trained, tmp_path, size, batch, run, n):
+    argv = ["fit", "--config", str(trained / "c.yaml"), "--run_dir", str(place(*run, tmp_path / str(n))),
+            "--data.size", f"[{size[0]}, {size[1]}]", "--data.batch_size", str(batch)]
+    if outcome(argv) == "ok":
+        assert run[0] == "new" and min(size) >= 1 and batch >= 1

@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -220,28 +221,86 @@ def test_other_tasks_train(tmp_path, task):
     assert (tmp_path / "run" / "figure.png").is_file()
 
 
-def test_sigkill_then_resume_is_exact(tmp_path):
-    """A run killed at a random step and resumed from its last checkpoint ends bit-identical to the
-    uninterrupted run: data order, random masks, optimiser and schedule all continue where they were."""
-    cfg = write_config(tmp_path / "c.yaml", trainer__max_epochs=3, data__num_workers=1,
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A 3-epoch DejaVu run (4 steps an epoch, last.ckpt every 3 steps) and how to start it again."""
+    tmp = tmp_path_factory.mktemp("kill")
+    cfg = write_config(tmp / "c.yaml", trainer__max_epochs=3, data__num_workers=1,
                        model__dejavu={**DEJAVU, "redaction": {"name": "random_blocks", "block_size": 8}})
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
 
     def fit(run: str, *extra: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "dejavu", "fit", "--config", str(cfg), "--run_dir", str(tmp_path / run),
+        cmd = [sys.executable, "-m", "dejavu", "fit", "--config", str(cfg), "--run_dir", str(tmp / run),
                "--last_every_n_steps", "3", *extra]
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp)
 
     assert fit("whole").returncode == 0
-    step = int(torch.randint(4, 11, ()))  # 12 steps in all; a save every 3 steps and at each epoch end
-    killed = fit("killed", "--trainer.callbacks+=helpers.KillAt", f"--trainer.callbacks.step={step}")
-    assert killed.returncode == -9 and not (tmp_path / "killed" / "metrics.json").exists()
-    resumed = fit("killed", "--ckpt_path", "last")
+    return tmp, fit
+
+
+KILL_WINDOWS = {  # where the kill lands: a random training step, the last epoch's validation, the export
+    "training": lambda: ["--trainer.callbacks+=helpers.KillAt",
+                         f"--trainer.callbacks.step={int(torch.randint(4, 11, ()))}"],
+    # step 12 is the last epoch's last batch, where --last_every_n_steps 3 falls too: resuming from a state
+    # saved there used to skip the epoch's validation, exit 0 and write metrics.json with an empty "val"
+    "validation": lambda: ["--trainer.callbacks+=helpers.KillInValidation", "--trainer.callbacks.step=12"],
+    # the third file of the results is model.json: a resume used to exit 0 without writing the rest
+    "export": lambda: ["--trainer.callbacks+=helpers.KillInExport", "--trainer.callbacks.write=3"],
+}
+
+
+@pytest.mark.parametrize("window", KILL_WINDOWS)
+def test_sigkill_then_resume_is_exact(uninterrupted, window):
+    """A run killed by SIGKILL (no handler, no clean-up) and resumed from its last checkpoint ends with
+    the same files as the uninterrupted run: weights, CRM and metrics byte for byte, the model's
+    description and the figure written. Data order, random masks, optimiser and schedule continue
+    where they were."""
+    tmp, fit = uninterrupted
+    kill = KILL_WINDOWS[window]()
+    killed = fit(window, *kill)
+    assert killed.returncode == -9 and not (tmp / window / "metrics.json").exists(), killed.stderr[-2000:]
+    resumed = fit(window, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    whole, again = (load_file(str(tmp_path / r / "model.safetensors")) for r in ("whole", "killed"))
-    assert all(torch.equal(whole[k], again[k]) for k in whole), f"killed at step {step}"
-    metrics = [json.loads((tmp_path / r / "metrics.json").read_text())["val"] for r in ("whole", "killed")]
-    assert metrics[0] == metrics[1]
+    for name in ("model.safetensors", "model.pt", "crm.safetensors", "model.json", "metrics.json"):
+        assert (tmp / window / name).read_bytes() == (tmp / "whole" / name).read_bytes(), f"{name}, {kill}"
+    assert (tmp / window / "figure.png").is_file() and not list((tmp / window).glob("**/.*.tmp*"))
+    assert json.loads((tmp / window / "metrics.json").read_text())["val"]["val/mIoU"] >= 0
+
+
+def test_last_checkpoint_is_written_after_every_epoch(tmp_path):
+    """README: last.ckpt is rewritten at each epoch's end. Lightning's save_last only rewrote it when
+    the monitored metric improved, so --ckpt_path last could go back several epochs."""
+    run = tmp_path / "run"
+    dejavu("fit", "--config", str(write_config(tmp_path / "c.yaml", dejavu=False, trainer__max_epochs=3)),
+           "--run_dir", str(run), "--trainer.callbacks+=helpers.WorseningMetric")  # best stays at epoch 0
+    steps = [torch.load(run / "checkpoints" / n, weights_only=True)["global_step"] for n in ("best.ckpt", "last.ckpt")]
+    assert steps == [4, 12]
+
+
+def test_a_run_folder_in_use_is_refused(tmp_path):
+    """Two runs in one folder: with --overwrite the second deleted the first's files while it ran, without
+    it one died of TensorBoard's FileNotFoundError. The folder's lock refuses the second run by name, and a
+    kill releases it."""
+    cfg, run, marker = write_config(tmp_path / "c.yaml", dejavu=False), tmp_path / "run", tmp_path / "started"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    first = subprocess.Popen([sys.executable, "-m", "dejavu", "fit", "--config", str(cfg), "--run_dir", str(run),
+                              "--trainer.callbacks+=helpers.HoldAtStart", f"--trainer.callbacks.marker={marker}"],
+                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.2)
+        files = sorted(p.relative_to(run) for p in run.rglob("*"))
+        for extra in ([], ["--overwrite", "true"]):
+            with pytest.raises(SystemExit, match=r"run folder .*run is in use by another dejavu run"):
+                dejavu("fit", "--config", str(cfg), "--run_dir", str(run), *extra)
+        assert sorted(p.relative_to(run) for p in run.rglob("*")) == files  # the first run's files untouched
+    finally:
+        first.kill()
+        first.wait()
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(run), "--overwrite", "true")  # the kill released it
+    assert (run / "metrics.json").is_file()
 
 
 def test_ddp_two_processes_on_cpu(tmp_path):

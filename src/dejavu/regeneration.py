@@ -96,7 +96,7 @@ def _check_args(cls: str, pred_channels: int, width: int, conditioning: str, ini
         raise ValueError(f"{cls}: init_scale must be a number >= 0, got {init_scale!r}")
 
 
-def _check_inputs(cls: str, redacted: Tensor, condition: Tensor, pred_channels: int) -> None:
+def _check_inputs(cls: str, redacted: Tensor, condition: Tensor, pred_channels: int, batch_norm: bool = True) -> None:
     if redacted.dim() != 4 or redacted.shape[1] != 3:
         raise ValueError(f"{cls}: redacted must have shape (B, 3, H, W), got {tuple(redacted.shape)}")
     if condition.dim() != 4 or condition.shape[1] != pred_channels:
@@ -107,7 +107,7 @@ def _check_inputs(cls: str, redacted: Tensor, condition: Tensor, pred_channels: 
         raise ValueError(
             f"{cls}: condition {tuple(condition.shape)} and redacted {tuple(redacted.shape)} differ in batch or size"
         )
-    if redacted.shape[0] * redacted.shape[2] * redacted.shape[3] < 2:  # batch norm needs two values per channel
+    if batch_norm and redacted.shape[0] * redacted.shape[2] * redacted.shape[3] < 2:  # two values per channel
         raise ValueError(f"{cls}: a batch of {tuple(redacted.shape)} is a single pixel, and the CRM normalises with "
                          f"batch statistics; give a larger batch or image (or a larger DejaVuLoss scale)")
 
@@ -226,7 +226,7 @@ class RecursiveCRM(nn.Module):
         return torch.add(image, self.head(self.act(self.norm(h))), alpha=1 / self.steps)
 
     def forward(self, redacted: Tensor, condition: Tensor) -> Tensor:
-        _check_inputs("RecursiveCRM", redacted, condition, self.pred_channels)
+        _check_inputs("RecursiveCRM", redacted, condition, self.pred_channels, isinstance(self.norm, nn.BatchNorm2d))
         fixed = self.condition_conv(condition) if self.conditioning == "concat" else None
         if self.fused:
             return euler_steps(redacted, fixed, self.image_conv.weight, self.head.weight, self.head.bias, self.steps)

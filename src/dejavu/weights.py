@@ -1,7 +1,8 @@
 """Weight files: reading them (``.safetensors`` or ``torch.save`` files, always ``weights_only=True``:
-nothing is unpickled) and fetching pretrained ones through the ecosystem's own loaders (torchvision,
-Hugging Face Hub for timm / smp / open_clip), which download into their standard caches when the
-machine is online and reuse the cache after.
+nothing is unpickled; the content checked first, see :func:`verify_file`), writing them with a
+content hash (:func:`write_safetensors`), and fetching pretrained ones through the ecosystem's own
+loaders (torchvision, Hugging Face Hub for timm / smp / open_clip), which download into their
+standard caches when the machine is online and reuse the cache after.
 
 Downloads are forbidden by ``offline=True`` where a loader takes it, by the environment variable
 ``DEJAVU_OFFLINE=1``, or by ``dejavu ... --offline true``. A weights file that is neither cached nor
@@ -11,7 +12,10 @@ three ways out: connect once, give a local path, or switch the part off.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +24,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["from_hub", "is_offline", "read_file", "read_tensors", "torchvision_state_dict"]
+__all__ = ["from_hub", "is_offline", "read_file", "read_tensors", "torchvision_state_dict", "verify_file",
+           "write_safetensors"]
 
 T = TypeVar("T")
 
@@ -130,12 +135,14 @@ def read_file(path: str | Path, what: str = "weights file") -> Any:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a file that cannot be read: truncated, not a weights file, or holding Python
-            objects that ``weights_only`` refuses to unpickle. The message names the file.
+        ValueError: a file that cannot be read: truncated, corrupted (see :func:`verify_file`), not a
+            weights file, or holding Python objects that ``weights_only`` refuses to unpickle. The
+            message names the file.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
+    verify_file(path, what)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -173,3 +180,71 @@ def read_tensors(path: str | Path, what: str = "weights file") -> dict[str, Tens
         kind = type(state).__name__ if not isinstance(state, dict) else "a dict of non-tensors"
         raise ValueError(f"{what} {path} holds {kind}, not a state dict of tensors (name -> tensor)")
     return state
+
+
+CONTENT_HASH = "content_sha256"  # the safetensors metadata key: SHA-256 of the file's data section
+
+
+def write_safetensors(state: dict[str, Tensor], path: str | Path) -> None:
+    """``safetensors.torch.save_file``, with the SHA-256 of the tensor data in the header's metadata
+    (``content_sha256``), which :func:`verify_file` checks on every read."""
+    from safetensors.torch import save
+
+    blob = save(state)  # the data section does not depend on the metadata: hash it, then write with it
+    data = blob[8 + int.from_bytes(blob[:8], "little"):]
+    Path(path).write_bytes(save(state, metadata={CONTENT_HASH: hashlib.sha256(data).hexdigest()}))
+
+
+def verify_file(path: str | Path, what: str = "weights file") -> None:
+    """Check a weights file's content against the checksums written with it, before anything reads it.
+
+    - ``torch.save`` files and Lightning checkpoints (``.pt``, ``.ckpt``, ``.pt2``) are zip archives
+      whose every record carries a CRC-32: all are checked.
+    - ``.safetensors`` files written by :func:`write_safetensors` (every run's ``model.safetensors``
+      and ``crm.safetensors``) carry the SHA-256 of their data, checked here; other safetensors files
+      carry none and are checked for their header only when read.
+    - Other files (a legacy ``torch.save`` format) are left to their reader.
+
+    Raises:
+        ValueError: a checksum that does not match, or an archive that cannot be opened, naming the file.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "w.safetensors"
+        >>> write_safetensors({"weight": torch.ones(2)}, path)
+        >>> verify_file(path)
+        >>> blob = bytearray(path.read_bytes()); blob[-1] ^= 0xFF; _ = path.write_bytes(blob)
+        >>> verify_file(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: weights file ... is corrupted: its data does not match the SHA-256 written with it...
+    """
+    path = Path(path)
+    damaged = (f"{what} {path} is corrupted: {{}} (flipped bits on a disk, or an interrupted or altered copy); "
+               "use another copy, or write it again from its run (dejavu fit ... --ckpt_path last re-exports a run)")
+    if path.suffix == ".safetensors":
+        with path.open("rb") as f:
+            try:
+                header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+                expected = (header.get("__metadata__") or {}).get(CONTENT_HASH)
+            except (ValueError, AttributeError, MemoryError, OverflowError):
+                raise ValueError(damaged.format("its header is not readable")) from None
+            if expected is not None and _sha256(f) != expected:
+                raise ValueError(damaged.format("its data does not match the SHA-256 written with it"))
+        return
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ValueError(damaged.format(f"its archive cannot be read ({_gist(e)})")) from None
+    if bad is not None:
+        raise ValueError(damaged.format(f"record {bad} does not match its CRC-32"))
+
+
+def _sha256(f: Any) -> str:
+    digest = hashlib.sha256()  # hashlib.file_digest needs Python 3.11
+    while chunk := f.read(1 << 24):
+        digest.update(chunk)
+    return digest.hexdigest()

@@ -23,6 +23,7 @@ from ..data.io import IMAGE_SUFFIXES, list_images, read_image
 from ..models import create_model, load_weights
 from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, Task, create_task
 from ..training.callbacks import atomic_write
+from ..weights import verify_file
 
 __all__ = ["export_main", "load_run", "predict_main"]
 
@@ -105,6 +106,7 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
         if fmt == "exported-program":
             program = torch.export.export(net, (x,), dynamic_shapes=dynamic)
             atomic_write(out, lambda tmp: torch.export.save(program, tmp))
+            verify_file(out, "exported program")  # a zip archive: every record against its CRC-32
             got = torch.export.load(out).module()(x)
         else:
             try:
@@ -127,10 +129,14 @@ def _check_export_path(run: Path, out: Path) -> None:
                          f"e.g. {run / 'model.onnx'}")
     if out.is_dir():
         raise ValueError(f"dejavu export: --out {out} is a folder; give a file name, e.g. {out / 'model.onnx'}")
+    _check_under_folders("dejavu export", out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _check_under_folders(command: str, out: Path) -> None:
     blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
-        raise ValueError(f"dejavu export: --out {out} lies under {blocking}, which is a file, not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"{command}: --out {out} lies under {blocking}, which is a file, not a folder")
 
 
 def export_main(argv: list[str] | None = None) -> None:
@@ -247,9 +253,13 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
         raise ValueError(f"dejavu predict: --batch-size must be at least 1, got {batch_size!r}")
     if size is not None and min(size) < 1:
         raise ValueError(f"dejavu predict: --size must be at least 1 1, got {' '.join(map(str, size))}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"dejavu predict: --out {out} is a file; give a folder for the prediction files")
+    _check_under_folders("dejavu predict", out)
     net, task, meta = load_run(run)
     net = net.to(device)
-    files, out = _inputs(str(source)), Path(out)
+    files = _inputs(str(source))
     size = tuple(size) if size else (tuple(meta["input_size"]) if meta.get("input_size") else None)
     expected = [out / name for f in files for name in _outputs(task, f.stem, overlay, raw_ids)]
     if len({p.name for p in expected}) != len(expected):

@@ -177,12 +177,17 @@ class KITTIRaw(DenseDataset):
     def load(self, index: int) -> Item:
         folder, frame, camera = self.items[index]
         paths = [self._image(folder, frame + o, camera) for o in (0, *self.offsets)]
-        frames = torch.stack([read_image(path, "KITTIRaw") for path in paths])
-        native = frames.shape[-2:]
-        if self.size is not None and tuple(self.size) != tuple(native):
-            frames = F.interpolate(frames, size=tuple(self.size), mode="bilinear", antialias=True, align_corners=False)
+        images = [read_image(path, "KITTIRaw") for path in paths]
+        native = images[0].shape[-2:]
         drive = folder.split("/")[-1]
         gt = self.root / "gt" / drive / "proj_depth" / "groundtruth" / f"image_{camera}" / f"{frame:010d}.png"
         depth = read_depth_png(gt, owner="KITTIRaw") if gt.is_file() else torch.zeros(1, *native)
+        for path, array in [*zip(paths[1:], images[1:], strict=True), (gt, depth)]:
+            if array.shape[-2:] != native:  # a frame of another drive or camera, or another depth map
+                raise ValueError(f"KITTIRaw: {path} is {array.shape[-1]}x{array.shape[-2]} but the frame it belongs "
+                                 f"to, {paths[0]}, is {native[1]}x{native[0]}")
+        frames = torch.stack(images)
+        if self.size is not None and tuple(self.size) != tuple(native):
+            frames = F.interpolate(frames, size=tuple(self.size), mode="bilinear", antialias=True, align_corners=False)
         return {"image": frames[0], "sources": frames[1:], "depth": depth,
                 "intrinsics": self._intrinsics(folder, camera, *frames.shape[-2:])}

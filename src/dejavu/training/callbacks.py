@@ -15,11 +15,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.fabric.plugins import CheckpointIO
-from safetensors.torch import save_file
+from lightning.pytorch.callbacks import Checkpoint
 from torch.utils.data import DataLoader
 
 from ..data import distinct_palette
-from ..weights import read_file
+from ..weights import read_file, write_safetensors
 from .datamodule import class_names
 from .figures import module_figure
 
@@ -105,7 +105,7 @@ def export_inference_model(module, run_dir: Path) -> dict[str, Path]:
     state dict for ``torch.load(weights_only=True)``) and ``model.json`` (how to rebuild it)."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.net.state_dict().items()}
     paths = {"safetensors": run_dir / "model.safetensors", "pt": run_dir / "model.pt", "json": run_dir / "model.json"}
-    atomic_write(paths["safetensors"], lambda tmp: save_file(state, str(tmp)))
+    atomic_write(paths["safetensors"], lambda tmp: write_safetensors(state, tmp))
     atomic_write(paths["pt"], lambda tmp: torch.save(state, tmp))
     hp = module.hparams
     write_json(paths["json"], {"network": dict(hp.network), "task": dict(hp.task),
@@ -182,13 +182,51 @@ class RandomState(L.Callback):
         self.pending = None
 
 
+class LastCheckpoint(Checkpoint):
+    """``checkpoints/last.ckpt``: written after every epoch (its validation included) and, with
+    ``every_n_steps``, every N training steps within an epoch, so ``--ckpt_path last`` resumes from
+    the latest state whatever the monitored metric did.
+
+    The step save is skipped at an epoch's last batch: the epoch-end save follows its validation, and
+    a state taken between the two would resume past the validation and lose the epoch's metrics.
+    A :class:`~lightning.pytorch.callbacks.Checkpoint`, so Lightning runs it after the other callbacks
+    and the checkpoint holds their state as of this step (the best checkpoint's score included).
+    """
+
+    def __init__(self, path: str | Path, every_n_steps: int = 0) -> None:
+        self.path, self.every_n_steps = Path(path), every_n_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if (self.every_n_steps and step % self.every_n_steps == 0 and step > 0
+                and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            trainer.save_checkpoint(self.path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module) -> None:
+        trainer.save_checkpoint(self.path)
+
+
 class RunArtifacts(L.Callback):
-    """At the end of ``fit``: ``metrics.json`` (final validation metrics), the exported inference model,
-    ``crm.safetensors`` (the CRM's weights, in a DejaVu run) and ``figure.png``; at the end of ``test``:
-    ``test_metrics.json``. Written by rank 0 only."""
+    """At the end of ``fit``: the exported inference model, ``crm.safetensors`` (the CRM's weights, in
+    a DejaVu run), ``figure.png`` and, last, ``metrics.json`` (final validation metrics), whose presence
+    says the run finished; at the end of ``test``: ``test_metrics.json``. Written by rank 0 only.
+
+    The last validation metrics travel in the checkpoints, so resuming a run killed after its training
+    (while exporting) writes the same files as the run that was not killed."""
 
     def __init__(self, run_dir: str | Path, figure_images: int = 4) -> None:
         self.run_dir, self.figure_images = Path(run_dir), figure_images
+        self.val: dict[str, float] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"val": dict(self.val)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.val = dict(state_dict.get("val", {}))
+
+    def on_validation_end(self, trainer: L.Trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self.val = _floats(trainer.callback_metrics, "val/")
 
     def _figure(self, trainer: L.Trainer, module, name: str) -> None:
         loader = trainer.datamodule.val_dataloader() if trainer.datamodule else None
@@ -201,19 +239,16 @@ class RunArtifacts(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
             return
-        if not _floats(trainer.callback_metrics, "val/") and (self.run_dir / "metrics.json").exists():
-            return  # resuming a finished run trains and validates nothing: keep its results
-        write_json(self.run_dir / "metrics.json", {
-            "val": _floats(trainer.callback_metrics, "val/"),
-            "epochs": trainer.current_epoch, "steps": trainer.global_step,
-            "dejavu": module.dejavu_loss is not None,
-        })
         export_inference_model(module, self.run_dir)
         if module.dejavu_loss is not None:  # the CRM, for DejaVuLoss(regenerator_weights=...) in a later run
             crm = module.dejavu_loss.regenerator.state_dict()
             crm = {k: v.detach().cpu().contiguous() for k, v in crm.items()}
-            atomic_write(self.run_dir / "crm.safetensors", lambda tmp: save_file(crm, str(tmp)))
+            atomic_write(self.run_dir / "crm.safetensors", lambda tmp: write_safetensors(crm, tmp))
         self._figure(trainer, module, "figure.png")
+        write_json(self.run_dir / "metrics.json", {
+            "val": self.val, "epochs": trainer.current_epoch, "steps": trainer.global_step,
+            "dejavu": module.dejavu_loss is not None,
+        })
 
     def on_test_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:

@@ -258,6 +258,14 @@ class DenseDataModule(L.LightningDataModule):
         if unknown:
             raise ValueError(f"data.augmentation: unknown keys {sorted(unknown)}; use scale, flip, jitter")
         label_subset(1, label_fraction, 0)  # validates the fraction now rather than at fit time
+        for key, value in (("size", size), ("eval_size", eval_size)):
+            if value not in (None, "size", "native") and (len(value) != 2 or min(value) < 1):
+                raise ValueError(f"--data.{key} must be [H, W] with sides of at least 1, got {value}")
+        for key, value, least in (("batch_size", batch_size, 1), ("val_batch_size", val_batch_size or 1, 1),
+                                  ("num_workers", num_workers, 0), ("train_length", train_length, 0),
+                                  ("val_length", val_length, 0)):
+            if value < least:
+                raise ValueError(f"--data.{key} must be at least {least}, got {value}")
         self.targets = tuple(getattr(self.dataset_class, "targets", ("semantic",)))
         if partial_labels is not None and len(self.targets) < 2:
             raise ValueError(f"data.partial_labels is for multi-task data; the {name or self.dataset_class.__name__} "

@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 import yaml
+from filelock import FileLock, Timeout
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from .callbacks import AtomicCheckpointIO, RandomState, RunArtifacts, read_checkpoint, test_metrics_name
+from .callbacks import AtomicCheckpointIO, LastCheckpoint, RandomState, RunArtifacts, read_checkpoint, test_metrics_name
 from .datamodule import DenseDataModule, class_names, dataset_class
 from .module import DejaVuModule
 
@@ -63,12 +64,17 @@ class DejaVuCLI(LightningCLI):
         # `args` is how every dejavu command passes its arguments, which LightningCLI warns about
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         args = expand_bases(list(args) if args is not None else sys.argv[1:])
-        super().__init__(
-            DejaVuModule, DenseDataModule, save_config_callback=RunConfig, seed_everything_default=0,
-            trainer_defaults={"precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
-                              "max_epochs": 10, "log_every_n_steps": 10},
-            args=args, run=run, auto_configure_optimizers=False,
-        )
+        self._lock: FileLock | None = None  # the run folder's, held while fit runs (see lock_run_dir)
+        try:
+            super().__init__(
+                DejaVuModule, DenseDataModule, save_config_callback=RunConfig, seed_everything_default=0,
+                trainer_defaults={"precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
+                                  "max_epochs": 10, "log_every_n_steps": 10},
+                args=args, run=run, auto_configure_optimizers=False,
+            )
+        finally:  # finished or failed: the next run (in this process too: fit_run, compare) may take the folder
+            if self._lock is not None:
+                self._lock.release()
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -144,11 +150,19 @@ class DejaVuCLI(LightningCLI):
             return run_dir
         if run_dir.exists() and not run_dir.is_dir():
             raise SystemExit(f"dejavu fit: --run_dir {run_dir} is a file, not a folder; choose another --run_dir")
+        blocking = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise SystemExit(f"dejavu fit: --run_dir {run_dir} lies under {blocking}, which is a file, not a folder; "
+                             "choose another --run_dir")
         ckpt, last = cfg.get("ckpt_path"), run_dir / "checkpoints" / "last.ckpt"
         rank0 = int(os.environ.get("LOCAL_RANK", "0")) == 0
         if ckpt == "last" and not last.is_file():
             raise SystemExit(f"dejavu fit: --ckpt_path last, but {last} does not exist: nothing to resume")
-        if ckpt is None and run_dir.exists() and any(run_dir.iterdir()):
+        if ckpt == "last":  # the file itself: Lightning's "last" looks for its own ModelCheckpoint's files
+            cfg["ckpt_path"] = str(last)
+        if rank0:  # the other ranks of a DDP run are this run's own processes
+            self._lock = lock_run_dir(run_dir)
+        if ckpt is None and run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
             # a start that failed before its first checkpoint (a bad --data.root...) holds nothing to keep
             finished_or_saved = (run_dir / "metrics.json").exists() or any(run_dir.glob("checkpoints/*.ckpt"))
             if finished_or_saved and not cfg["overwrite"]:
@@ -156,7 +170,7 @@ class DejaVuCLI(LightningCLI):
                 raise SystemExit(f"dejavu fit: run folder {run_dir} already exists. Pass --overwrite true to "
                                  f"replace it{resume}, or choose another --run_dir.")
             if rank0:
-                shutil.rmtree(run_dir)
+                _empty(run_dir)
         if rank0:  # what a kill left half-written: the checkpoint it belonged to was never renamed into place
             for tmp in run_dir.glob("**/.*.tmp*"):
                 tmp.unlink(missing_ok=True)
@@ -164,18 +178,17 @@ class DejaVuCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        if cfg.get("weights_only", False) is None:  # what AtomicCheckpointIO does (Lightning logs "False")
+            cfg["weights_only"] = True
         run_dir = self._prepare_run_dir(cfg)
         monitor, mode = self.model.monitor
         user_callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
         kwargs["callbacks"] = [*user_callbacks,
                                ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
-                                               mode=mode, save_last=True, save_top_k=1,
-                                               enable_version_counter=False, auto_insert_metric_name=False),
+                                               mode=mode, save_top_k=1, enable_version_counter=False,
+                                               auto_insert_metric_name=False),
+                               LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg["last_every_n_steps"]),
                                RandomState(), RunArtifacts(run_dir, cfg["figure_images"])]
-        if cfg["last_every_n_steps"] > 0:  # the same file as the epoch-end "last", written mid-epoch too
-            kwargs["callbacks"].append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last",
-                                                       every_n_train_steps=cfg["last_every_n_steps"],
-                                                       enable_version_counter=False))
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         if trainer_cfg.get("logger") in (None, True):  # the user's logger(s) stay; TensorBoard is the default
             kwargs["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
@@ -186,6 +199,38 @@ class DejaVuCLI(LightningCLI):
         kwargs["plugins"] = plugins
         kwargs["default_root_dir"] = str(run_dir)
         return super().instantiate_trainer(**kwargs)
+
+
+LOCK = ".lock"
+
+
+def lock_run_dir(run_dir: Path) -> FileLock:
+    """Hold ``RUN_DIR/.lock`` (an OS file lock, released when the process ends, however it ends) for a
+    run's lifetime, so a second run started in the same folder is refused instead of deleting or
+    overwriting the files of the first while it runs.
+
+    Raises:
+        SystemExit: another process holds the folder.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SystemExit(f"dejavu fit: run folder {run_dir} is in use by another dejavu run (it holds "
+                         f"{run_dir / LOCK}); wait for that run to end, or choose another --run_dir") from None
+    return lock
+
+
+def _empty(folder: Path) -> None:
+    """Delete what ``folder`` holds, except its lock (deleting a held lock file would let a third run in)."""
+    for child in folder.iterdir():
+        if child.name == LOCK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def expand_bases(args: list[str]) -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +207,10 @@ class DejaVuModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         batch = self.task.prepare(batch)
+        with _batch_statistics(batch["image"]):
+            return self._training_step(batch)
+
+    def _training_step(self, batch: dict[str, Tensor]) -> Tensor:
         image = batch["image"]
         if self.hparams.crm_pretraining:
             out = self.dejavu_loss.from_condition(image, self.task.target_condition(batch))
@@ -351,6 +357,21 @@ class DejaVuModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_state_dict(self, checkpoint["state_dict"], checkpoint.get("dejavu_source", "the checkpoint"))
         self.guard.load_state_dict(checkpoint.get("divergence_reference", {}))
+
+
+@contextmanager
+def _batch_statistics(image: Tensor) -> Iterator[None]:
+    """Name the settings behind batch norm's "more than 1 value per channel" (a batch of one image
+    shrunk to 1x1 by the network or by the DejaVu loss's downsampling)."""
+    try:
+        yield
+    except ValueError as e:
+        if "more than 1 value per channel" not in str(e) and "single pixel" not in str(e):
+            raise
+        raise ValueError(f"a training batch of {tuple(image.shape)} leaves a batch norm layer one value per channel "
+                         f"({str(e).splitlines()[0]}): batch statistics need two or more. Give a larger --data.size "
+                         "(e.g. 64 64 for a network that downsamples 32 times), a --data.batch_size of 2 or more, "
+                         "or, when the CRM is named, a larger --model.dejavu.scale") from None
 
 
 def _build_dejavu(spec: dict[str, Any], task: Task) -> DejaVuLoss:
