@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from dejavu import DejaVuLoss, ForwardCRM, RecursiveCRM
 from dejavu import redaction as R
+from dejavu.cli.deploy import export, predict
 from dejavu.data import CamVid, SyntheticScenes
 from dejavu.dct import dct2, idct2
 from dejavu.models import create_model, load_weights
@@ -228,6 +229,23 @@ CASES = [
                        "--data.batch_size", "1"),
          ValueError, r"batch of \(1, 3, 4, 4\) leaves a batch norm layer one value per channel.*--data\.size.*"
                      r"--data\.batch_size"),
+    Case("config not YAML", lambda f: cli(f, "fit", "--config", str(f["bad_yaml"])), SystemExit,
+         r"config .*bad\.yaml is not valid YAML"),
+    Case("config names a missing base", lambda f: cli(f, "fit", "--config", str(f["orphan"])), SystemExit,
+         r"names base 'gone\.yaml', but .*gone\.yaml does not exist"),
+    Case("--base on the command line", lambda f: cli(f, "fit", "--base", str(f["config"])), SystemExit,
+         r"--base is a config file's key"),
+    Case("fit run_dir under a file", lambda f: cli(f, "fit", "--run_dir", str(f["text"] / "run")), SystemExit,
+         r"notes\.txt, which is a file, not a folder"),
+    Case("predict batch size 0", lambda f: predict(f["run"], str(f["images"]), f["dir"] / "p", batch_size=0),
+         ValueError, r"--batch-size must be at least 1, got 0"),
+    Case("predict out a file", lambda f: predict(f["run"], str(f["images"]), f["text"]), ValueError,
+         r"--out .*notes\.txt is a file"),
+    Case("export over the run's weights",
+         lambda f: export(f["run"], "exported-program", f["run"] / "model.safetensors", size=(32, 32)), ValueError,
+         r"would replace the run's own model\.safetensors"),
+    Case("export size 1 1", lambda f: export(f["run"], "exported-program", f["dir"] / "m.pt2", size=(1, 1)),
+         ValueError, r"--size must be at least 2 2"),
     Case("resume a segmentation run as depth",
          lambda f: cli(f, "fit", "--run_dir", str(f["run"]), "--ckpt_path", "last", "--model.task", "{name: depth}",
                        "--trainer.max_epochs", "2"),
@@ -267,6 +285,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["flipped_st"].write_bytes(weights)
     weights[9:12] = b"!!!"
     f["bad_header"].write_bytes(weights)
+    f.update(bad_yaml=d / "bad.yaml", orphan=d / "orphan.yaml", images=d / "images")
+    f["bad_yaml"].write_text("model: {network: [unclosed\n")
+    f["orphan"].write_text("base: gone.yaml\n")
+    f["images"].mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(f["images"] / "one.png")
     return f
 
 

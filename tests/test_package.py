@@ -1,3 +1,4 @@
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -28,3 +29,57 @@ def test_the_wheel_ships_every_data_file(tmp_path):
             if p.is_file() and p.suffix in (".yaml", ".json")]
     assert "dejavu/extensions/clip_configs/dejavu-tiny-clip.json" in data
     assert [p for p in data if p not in shipped] == []
+
+
+def dejavu_command(*args: str, **env: str) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "dejavu", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+
+
+def test_the_command_line_is_consistent():
+    """`dejavu --version` works; a mistyped command names the one meant."""
+    import dejavu
+
+    assert dejavu_command("--version").stdout.strip() == f"dejavu-dense {dejavu.__version__}"
+    typo = dejavu_command("predcit")
+    assert typo.returncode == 1 and "unknown command 'predcit'; did you mean 'predict'?" in typo.stderr
+
+
+def test_a_users_mistake_prints_its_message_not_a_traceback(tmp_path):
+    """A missing input printed a 40-60-line traceback; the message alone now, the traceback with --debug."""
+    args = ("predict", str(tmp_path), str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
+    short = dejavu_command(*args)
+    assert short.returncode == 1 and "Traceback" not in short.stderr
+    assert short.stderr.splitlines()[0].startswith("dejavu predict: ") and len(short.stderr.splitlines()) == 2
+    for debug in (dejavu_command(*args, "--debug"), dejavu_command(*args, DEJAVU_DEBUG="1")):
+        assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_every_option_has_help_and_compare_explains_its_pass_through(monkeypatch, capsys):
+    """`compare --help` did not say what `--` does, and several options had no help text."""
+    import argparse
+
+    from dejavu.cli import main
+
+    class ParsedError(Exception):
+        pass
+
+    parsers = []
+
+    def parse_args(self, args=None, namespace=None):
+        parsers.append(self)
+        raise ParsedError
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_args)
+    for command in ("demo", "compare", "bench", "predict", "export"):
+        with contextlib.suppress(ParsedError):
+            main([command])
+    assert [p.prog for p in parsers] == [f"dejavu {c}" for c in ("demo", "compare", "bench", "predict", "export")]
+    missing = [f"{p.prog} {a.option_strings or a.dest}" for p in parsers for a in p._actions if not a.help]
+    assert missing == []
+    monkeypatch.undo()
+    with contextlib.suppress(SystemExit):
+        main(["compare", "--help"])
+    assert "Everything after a lone -- is passed to every run's dejavu fit" in " ".join(capsys.readouterr().out.split())

@@ -17,7 +17,16 @@ from dejavu.cli.demo import main as demo
 from dejavu.data import CAMVID_CLASSES
 from dejavu.models import create_model
 from dejavu.training.callbacks import write_json
-from dejavu.training.lightning_cli import DejaVuCLI, compose_config, expand_bases, fill_class_counts
+from dejavu.training.lightning_cli import (
+    DejaVuCLI,
+    _flat,
+    compose_config,
+    expand_bases,
+    fill_class_counts,
+    packaged_config,
+    save_config,
+    test_run,
+)
 
 TINY = {
     "seed_everything": 0,
@@ -77,6 +86,117 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
     ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     assert any(k.startswith("dejavu_loss.regenerator.") for k in ckpt["state_dict"])
     assert not any(".lpips." in k for k in ckpt["state_dict"])
+
+
+class Resolved(DejaVuCLI):
+    """A config as `dejavu fit` resolves it (bases, class counts from the dataset), nothing built."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def resolved_keys(config) -> dict:
+    return {k: v for k, v in _flat(config.as_dict()).items() if k != "config"}
+
+
+SHIPPED = sorted(str(p.relative_to(packaged_config(""))) for p in packaged_config("").rglob("*.yaml")
+                 if p.name != "base.yaml")  # what other configs share, not a run
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_saved_config_resolves_to_the_same_config(name, tmp_path):
+    """A run's config.yaml dropped every null (data.size: null read back as 64x64): each shipped config,
+    composed, saved as a run saves it and read back, gives every resolved key its value, nulls included."""
+    first = Resolved(args=["--config", str(packaged_config(name)), "--run_dir", str(tmp_path)], run=False)
+    save_config(first.parser, first.config, tmp_path / "config.yaml")
+    again = Resolved(args=["--config", str(tmp_path / "config.yaml")], run=False)
+    assert resolved_keys(again.config) == resolved_keys(first.config)
+
+
+def test_evaluating_through_the_saved_config_gives_the_runs_metrics(tmp_path):
+    """`dejavu test --config RUN/config.yaml` of the run's last checkpoint on the validation split scores
+    what metrics.json says. It scored resized images when config.yaml lost `data.size: null` (native size)."""
+    from PIL import Image
+
+    from dejavu.data import SyntheticScenes
+
+    scenes = SyntheticScenes(6, size=(24, 40))
+    for split, indices in (("train", range(4)), ("val", range(4, 6))):
+        for i in indices:
+            for folder in ("images", "labels"):
+                (tmp_path / "data" / folder / split).mkdir(parents=True, exist_ok=True)
+            item = scenes[i]
+            Image.fromarray((item["image"].permute(1, 2, 0).numpy() * 255).astype("uint8")).save(
+                tmp_path / "data" / "images" / split / f"{i}.png")
+            labels = tmp_path / "data" / "labels" / split
+            Image.fromarray(item["semantic"].numpy().astype("uint8")).save(labels / f"{i}.png")
+    dataset = {"class_path": "dejavu.data.ImageFolder", "init_args": {"root": str(tmp_path / "data"), "num_classes": 6}}
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", dejavu=False, data__dataset=dataset, data__size=None, data__batch_size=2)
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(run))
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["size"] is None
+    dejavu("test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+           "--data.split", "val")
+    tested = json.loads((run / "test_metrics_val.json").read_text())["test"]
+    val = json.loads((run / "metrics.json").read_text())["val"]
+    common = {k[4:] for k in val} & {k[5:] for k in tested}
+    assert {"mIoU", "pixel_acc"} <= common
+    assert {k: tested[f"test/{k}"] for k in common} == pytest.approx({k: val[f"val/{k}"] for k in common}, abs=1e-6)
+
+
+def test_a_run_reports_itself(tmp_path, capsys):
+    """fit ended on Lightning's "`max_epochs=1` reached": now a summary. The bar covers the whole run
+    ("epoch 3/3", 12 of 12 batches, not one epoch), and a log that is not a terminal gets plain lines."""
+    cfg = write_config(tmp_path / "c.yaml", trainer__max_epochs=3, trainer__enable_progress_bar=True)
+    bar = ["--trainer.callbacks+=dejavu.training.progress.RunProgressBar", "--trainer.callbacks.interactive=true"]
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "bar"), *bar)
+    out = capsys.readouterr().out
+    assert re.search(r"epoch 3/3: 100%\|.*\| 12/12 ", out.replace("\r", "\n"))
+    summary = out[out.index("dejavu fit: done in"):]
+    assert str(tmp_path / "bar") in summary and "3/3 epochs, 12 steps" in summary
+    metrics = json.loads((tmp_path / "bar" / "metrics.json").read_text())
+    last, best = metrics["last"]["val"]["val/mIoU"], metrics["best"]["val"]["val/mIoU"]
+    assert f"val/mIoU: last {last:.4f} (epoch 3), best {best:.4f} (epoch {metrics['best']['epoch']})" in summary
+    assert "val/reliance: " in summary and "exported the last epoch's weights: model.safetensors" in summary
+    assert metrics["weights"] == "last" and metrics["val"] == metrics["last"]["val"]
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "log"))  # captured: not a terminal
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split("  ")[:2] for line in lines] == [["epoch 1/3", "batch 4/12 (33%)"],
+                                                        ["epoch 2/3", "batch 8/12 (67%)"],
+                                                        ["epoch 3/3", "batch 12/12 (100%)"]]
+    assert "\r" not in "".join(lines) and all(" eta " in line for line in lines)
+
+
+def test_fit_is_quiet_by_default(tmp_path):
+    """No Lightning logger advertisement, no FLOPs column of zeros, no known deprecation warnings from
+    Lightning or torchdata, no "`Trainer.fit` stopped" (the summary says it): in the command itself."""
+    cfg = write_config(tmp_path / "c.yaml", trainer__enable_model_summary=True, data__num_workers=1)
+    command = [sys.executable, "-m", "dejavu", "fit", "--config", str(cfg), "--run_dir", str(tmp_path / "r")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "Trainable params" in output and "dejavu fit: done in" in output
+    for noise in ("Tip", "litlogger", "FLOPs", "Total Flops", "Trainer.fit` stopped", "set_vital", "LeafSpec",
+                  "Warning"):
+        assert noise not in output, noise
+
+
+def test_the_exported_weights_are_the_users_choice(tmp_path):
+    """metrics.json, model.safetensors, predict and export used the last epoch while `dejavu test` was shown
+    on best.ckpt. Now the run exports what --export_weights says (last by default), metrics.json's val is
+    that epoch's, and test_run evaluates the same checkpoint."""
+    cfg = write_config(tmp_path / "c.yaml", dejavu=False, trainer__max_epochs=3)
+    run = tmp_path / "run"
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(run), "--export_weights", "best",
+           "--trainer.callbacks+=helpers.WorseningMetric")  # best.ckpt stays at epoch 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["global_step"] == 4 and metrics["weights"] == "best"
+    exported = load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(v, best["state_dict"][f"net.{k}"]) for k, v in exported.items())
+    assert metrics["val"] == metrics["best"]["val"] and metrics["best"]["epoch"] == 1
+    tested = test_run(run, "val")["test"]
+    assert tested["test/mIoU"] == pytest.approx(metrics["val"]["val/mIoU"], abs=1e-6)
 
 
 def test_existing_run_folder_is_never_overwritten_silently(tmp_path):

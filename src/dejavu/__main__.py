@@ -1,5 +1,5 @@
 """``python -m dejavu`` is the ``dejavu`` command."""
 
-from .cli import main
+from .cli import console
 
-main()
+console()

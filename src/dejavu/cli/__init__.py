@@ -7,6 +7,8 @@ when it is asked for.
 
 from __future__ import annotations
 
+import difflib
+import os
 import sys
 
 USAGE = """usage: dejavu COMMAND [ARGS...]
@@ -23,25 +25,40 @@ commands:
   predict    run a trained network over a folder of images and write prediction files
   export     export a trained network to ONNX or a torch.export program (dynamic batch and size)
 
-`dejavu COMMAND --help` gives the options of one command."""
+`dejavu COMMAND --help` gives the options of one command; `dejavu --version` the version. A mistake
+prints its message; add --debug (or set DEJAVU_DEBUG=1) for the traceback."""
+
+
+COMMANDS = ("fit", "validate", "test", "demo", "compare", "bench", "predict", "export")
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``dejavu`` console command."""
+    """Run one ``dejavu`` command; errors propagate as exceptions (what tests and Python callers want).
+    The console command is :func:`console`."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         if not argv:
             raise SystemExit(2)
+    elif argv[0] == "--version":
+        from .. import __version__
+
+        print(f"dejavu-dense {__version__}")
+    elif argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise SystemExit(f"dejavu: unknown command '{argv[0]}'; {hint}the commands are {', '.join(COMMANDS)} "
+                         "(dejavu --help says what each does)")
     elif argv[0] == "demo":
         from .demo import main as demo
 
         demo(argv[1:])
-    elif argv and argv[0] == "compare":
+    elif argv[0] == "compare":
         from .compare import main as compare
 
         compare(argv[1:])
-    elif argv and argv[0] == "bench":
+    elif argv[0] == "bench":
         from .bench import main as bench
 
         bench(argv[1:])
@@ -53,3 +70,26 @@ def main(argv: list[str] | None = None) -> None:
         from ..training.lightning_cli import DejaVuCLI
 
         DejaVuCLI(args=argv)
+
+
+def console() -> None:
+    """The ``dejavu`` console command: :func:`main`, where a user's mistake (a missing file, a bad value,
+    weights that cannot be downloaded offline, an existing output) prints its message and exits 1
+    instead of a 40-line traceback. ``--debug`` anywhere, or ``DEJAVU_DEBUG=1``, keeps the traceback."""
+    argv = sys.argv[1:]
+    debug = "--debug" in argv or os.environ.get("DEJAVU_DEBUG", "").strip().lower() in ("1", "true", "yes")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        main(argv)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        command = argv[0] if argv and argv[0] in COMMANDS else ""
+        message = str(e) if str(e).startswith("dejavu") else f"dejavu {command}: {e}".replace("  ", " ")
+        print(f"{message}\n(the traceback: add --debug, or set DEJAVU_DEBUG=1)", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("dejavu: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

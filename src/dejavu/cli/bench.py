@@ -437,7 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="dejavu bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, for CI (under 2 minutes on 2 cores)")
     p.add_argument("--only", default="overhead,loss,redaction,data,inference", help="comma-separated sections")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where to measure (default: cuda when there is one)")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast in the overhead section")
     p.add_argument("--no-lpips", dest="lpips", action="store_false", help="LPIPS off in the overhead section")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per variant")
@@ -452,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
                         "the first seven; the baseline always runs first)")
     p.add_argument("--models", default=None, help=f"';'-separated (the names hold commas), from {sorted(MODELS)} "
                                                   "(default: all)")
-    p.add_argument("--out", default="bench_out")
+    p.add_argument("--out", default="bench_out", help="folder for the results (default: bench_out)")
     a = p.parse_args(argv)
     device = torch.device(a.device)
     models = a.models.split(";") if a.models else list(MODELS) if device.type == "cuda" else CPU_MODELS

@@ -54,13 +54,19 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(argv or [])
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog="dejavu compare", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="dejavu compare", usage="dejavu compare --config A.yaml --config B.yaml [...] [options] [-- OVERRIDES]",
+        description=__doc__.splitlines()[0], epilog="Everything after a lone -- is passed to every run's dejavu fit, "
+        "e.g. `-- --trainer.max_epochs 4 --data.num_workers 2`: the same overrides for every arm and seed. An "
+        "override that would change an arm's kind (model.dejavu while an arm is a baseline) is refused: put DejaVu "
+        "settings in the DejaVu arm's config.")
     p.add_argument("--config", action="append", required=True,
                    help="the reference A, then one or more configs B to compare with it")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
-    p.add_argument("--out", default="compare_out")
+    p.add_argument("--out", default="compare_out", help="folder for the runs (OUT/ARM/seedN) and the report "
+                   "(default: compare_out)")
     p.add_argument("--test-noise", type=float, nargs="+", default=[], metavar="SIGMA",
-                   help="also test each run's best checkpoint on the test split with Gaussian noise of these standard "
+                   help="also test each run's exported weights on the test split with Gaussian noise of these standard "
                         "deviations (supp. B.1; 0 = clean), reported as test_noise<SIGMA>/<metric>")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     a = p.parse_args(argv)

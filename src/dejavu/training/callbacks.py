@@ -7,6 +7,7 @@ import math
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,36 @@ def data_facts(datamodule: Any) -> dict[str, Any]:
             "palette": [list(c) for c in palette] if palette else None}
 
 
+def run_summary(run_dir: Path, trainer: L.Trainer, module, last: dict[str, Any], best: dict[str, Any],
+                weights: str, seconds: float) -> str:
+    """What ``dejavu fit`` prints when it ends: where the run is, its monitored metric at the last and
+    the best epoch, reliance, wall time, and which weights were exported where."""
+    name, _ = module.monitor
+
+    def score(at: dict[str, Any]) -> str:
+        value = at.get("val", {}).get(name)
+        return f"{value:.4f} (epoch {at['epoch']})" if value is not None else "not measured"
+
+    max_epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+    lines = [f"dejavu fit: done in {_duration(seconds)}: {run_dir}",
+             f"  {trainer.current_epoch}{max_epochs} epochs, {trainer.global_step} steps",
+             f"  {name}: last {score(last)}, best {score(best)}"]
+    reliance = last.get("val", {}).get("val/reliance")
+    if reliance is not None:
+        lines.append(f"  val/reliance: {reliance:.4f} (how much better the CRM regenerates from the prediction "
+                     "than from a blank condition)")
+    crm = ", crm.safetensors" if module.dejavu_loss is not None else ""
+    lines.append(f"  exported the {weights} epoch's weights: model.safetensors, model.pt, model.json{crm}; "
+                 "figure.png, metrics.json")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
 def test_metrics_name(split: str, noise: float) -> str:
     """The file ``dejavu test`` writes its metrics to: ``test_metrics_<split>[_noise<σ>].json``."""
     return f"test_metrics_{split}" + (f"_noise{noise:g}" if noise else "") + ".json"
@@ -200,33 +231,46 @@ class LastCheckpoint(Checkpoint):
         step = trainer.global_step
         if (self.every_n_steps and step % self.every_n_steps == 0 and step > 0
                 and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state: a resume continues from it
 
 
 class RunArtifacts(L.Callback):
     """At the end of ``fit``: the exported inference model, ``crm.safetensors`` (the CRM's weights, in
-    a DejaVu run), ``figure.png`` and, last, ``metrics.json`` (final validation metrics), whose presence
-    says the run finished; at the end of ``test``: ``test_metrics.json``. Written by rank 0 only.
+    a DejaVu run), ``figure.png`` and, last, ``metrics.json``, whose presence says the run finished;
+    then a summary on standard output. At the end of ``test``: ``test_metrics.json``. Written by rank 0.
 
-    The last validation metrics travel in the checkpoints, so resuming a run killed after its training
-    (while exporting) writes the same files as the run that was not killed."""
+    ``weights`` picks what is exported: ``"last"`` (the end of the schedule, the paper's practice) or
+    ``"best"`` (the best monitored validation score, from ``checkpoints/best.ckpt``; chosen on the
+    validation split, so its validation metrics flatter it). ``metrics.json`` holds the exported
+    weights' validation metrics as ``val``, and both the last and the best epoch's.
 
-    def __init__(self, run_dir: str | Path, figure_images: int = 4) -> None:
-        self.run_dir, self.figure_images = Path(run_dir), figure_images
-        self.val: dict[str, float] = {}
+    The last validation metrics travel in the checkpoints (``best.ckpt`` holds its epoch's), so resuming
+    a run killed after its training (while exporting) writes the same files as the run not killed."""
+
+    def __init__(self, run_dir: str | Path, figure_images: int = 4, weights: str = "last") -> None:
+        if weights not in ("last", "best"):
+            raise ValueError(f"--export_weights must be 'last' or 'best', got {weights!r}")
+        self.run_dir, self.figure_images, self.weights = Path(run_dir), figure_images, weights
+        self.last: dict[str, Any] = {}
+        self.started = time.monotonic()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"val": dict(self.val)}
+        return {"last": dict(self.last)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.val = dict(state_dict.get("val", {}))
+        self.last = dict(state_dict.get("last", {}))
+
+    def on_fit_start(self, trainer: L.Trainer, module) -> None:
+        self.started = time.monotonic()
 
     def on_validation_end(self, trainer: L.Trainer, module) -> None:
-        if not trainer.sanity_checking:
-            self.val = _floats(trainer.callback_metrics, "val/")
+        if trainer.sanity_checking:
+            return
+        self.last = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
+                     "val": _floats(trainer.callback_metrics, "val/")}
 
     def _figure(self, trainer: L.Trainer, module, name: str) -> None:
         loader = trainer.datamodule.val_dataloader() if trainer.datamodule else None
@@ -239,6 +283,13 @@ class RunArtifacts(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
             return
+        best_file, best = self.run_dir / "checkpoints" / "best.ckpt", {}
+        if best_file.is_file():  # the best checkpoint holds this callback's state of its own epoch
+            checkpoint = read_checkpoint(best_file)
+            best = checkpoint.get("callbacks", {}).get(self.state_key, {}).get("last", {})
+            if self.weights == "best":
+                module.load_state_dict(checkpoint["state_dict"])
+        exported = best if self.weights == "best" else self.last
         export_inference_model(module, self.run_dir)
         if module.dejavu_loss is not None:  # the CRM, for DejaVuLoss(regenerator_weights=...) in a later run
             crm = module.dejavu_loss.regenerator.state_dict()
@@ -246,9 +297,12 @@ class RunArtifacts(L.Callback):
             atomic_write(self.run_dir / "crm.safetensors", lambda tmp: write_safetensors(crm, tmp))
         self._figure(trainer, module, "figure.png")
         write_json(self.run_dir / "metrics.json", {
-            "val": self.val, "epochs": trainer.current_epoch, "steps": trainer.global_step,
-            "dejavu": module.dejavu_loss is not None,
+            "val": exported.get("val", {}), "weights": self.weights, "epochs": trainer.current_epoch,
+            "steps": trainer.global_step, "dejavu": module.dejavu_loss is not None, "last": self.last,
+            "best": best, "monitor": module.monitor[0],
         })
+        print(run_summary(self.run_dir, trainer, module, self.last, best, self.weights,
+                          time.monotonic() - self.started), flush=True)
 
     def on_test_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:

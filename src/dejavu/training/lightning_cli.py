@@ -14,24 +14,26 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
 from filelock import FileLock, Timeout
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .callbacks import AtomicCheckpointIO, LastCheckpoint, RandomState, RunArtifacts, read_checkpoint, test_metrics_name
 from .datamodule import DenseDataModule, class_names, dataset_class
 from .module import DejaVuModule
+from .progress import RunModelSummary, RunProgressBar, quiet
 
 
 class RunConfig(SaveConfigCallback):
-    """Saves the resolved config as ``RUN_DIR/config.yaml`` (``config_test.yaml`` for ``test``)."""
+    """Saves the resolved config as ``RUN_DIR/config.yaml`` (``config_test.yaml`` for ``test``), with
+    :func:`save_config`."""
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
         if self.already_saved:
@@ -41,10 +43,17 @@ class RunConfig(SaveConfigCallback):
         name = "config.yaml" if stage == "fit" else f"config_{stage}.yaml"
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
-            self.config["base"] = None  # the saved config is resolved: it stands alone
-            self.parser.save(self.config, run_dir / name, overwrite=True, multifile=False)
+            save_config(self.parser, self.config, run_dir / name)
         self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+def save_config(parser: Any, config: Any, path: Path) -> None:
+    """Write a resolved config so that ``--config PATH`` alone gives the same config back: every key,
+    ``null`` values included (a dropped ``data.size: null`` read back as the default 64x64), and no
+    ``base:`` (it is already resolved into the values)."""
+    config["base"] = None
+    parser.save(config, path, overwrite=True, multifile=False, skip_none=False)
 
 
 EVALUATION_SETTINGS = ("test_noise",)  # model settings of an evaluation, not of the trained network
@@ -63,6 +72,7 @@ class DejaVuCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         # `args` is how every dejavu command passes its arguments, which LightningCLI warns about
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        quiet()
         args = expand_bases(list(args) if args is not None else sys.argv[1:])
         self._lock: FileLock | None = None  # the run folder's, held while fit runs (see lock_run_dir)
         try:
@@ -87,6 +97,10 @@ class DejaVuCLI(LightningCLI):
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="replace an existing run folder (otherwise fit refuses to touch it)")
         parser.add_argument("--figure_images", type=int, default=4, help="validation images in figure.png")
+        parser.add_argument("--export_weights", type=Literal["last", "best"], default="last",
+                            help="the weights model.safetensors, metrics.json's val, predict and export use: last "
+                                 "(the end of the schedule) or best (checkpoints/best.ckpt, the best monitored "
+                                 "validation score; picked on the validation split, so its val metrics flatter it)")
         parser.add_argument("--last_every_n_steps", type=int, default=0,
                             help="also write checkpoints/last.ckpt every N training steps (0: at epoch ends only); "
                                  "a resumed run continues exactly where it stopped either way")
@@ -178,18 +192,22 @@ class DejaVuCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        if cfg.get("weights_only", False) is None:  # what AtomicCheckpointIO does (Lightning logs "False")
-            cfg["weights_only"] = True
         run_dir = self._prepare_run_dir(cfg)
         monitor, mode = self.model.monitor
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
         user_callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
         kwargs["callbacks"] = [*user_callbacks,
                                ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
                                                mode=mode, save_top_k=1, enable_version_counter=False,
                                                auto_insert_metric_name=False),
                                LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg["last_every_n_steps"]),
-                               RandomState(), RunArtifacts(run_dir, cfg["figure_images"])]
-        trainer_cfg = self._get(self.config_init, "trainer", default={})
+                               RandomState(), RunArtifacts(run_dir, cfg["figure_images"], cfg["export_weights"])]
+        shown = trainer_cfg.get("enable_progress_bar") in (None, True)
+        if shown and not any(isinstance(c, ProgressBar) for c in kwargs["callbacks"]):
+            kwargs["callbacks"].append(RunProgressBar())
+        summary = trainer_cfg.get("enable_model_summary") in (None, True)
+        if summary and not any(isinstance(c, ModelSummary) for c in kwargs["callbacks"]):
+            kwargs["callbacks"].append(RunModelSummary())
         if trainer_cfg.get("logger") in (None, True):  # the user's logger(s) stay; TensorBoard is the default
             kwargs["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
         plugins = trainer_cfg.get("plugins") or []
@@ -351,12 +369,15 @@ def fit_run(config: str | Path, run_dir: str | Path, *overrides: str) -> dict[st
 
 
 def test_run(run_dir: str | Path, split: str = "test", noise: float = 0.0) -> dict[str, Any]:
-    """Evaluate a finished run's best checkpoint on ``split`` with Gaussian input noise of standard deviation
-    ``noise`` (``dejavu test``); return its ``test_metrics_<split>[_noise<σ>].json``."""
+    """Evaluate a finished run's exported weights (its last or best checkpoint, as ``metrics.json`` says) on
+    ``split`` with Gaussian input noise of standard deviation ``noise`` (``dejavu test``); return its
+    ``test_metrics_<split>[_noise<σ>].json``."""
     import json
 
     run = Path(run_dir)
-    DejaVuCLI(args=["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"),
+    weights = json.loads((run / "metrics.json").read_text()).get("weights", "last")
+    checkpoint = run / "checkpoints" / f"{weights}.ckpt"
+    DejaVuCLI(args=["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(checkpoint),
                     "--data.split", split, "--model.test_noise", str(noise)])
     return json.loads((run / test_metrics_name(split, noise)).read_text())
 
