@@ -59,7 +59,11 @@ def test_predict_writes_the_documented_files(run, tmp_path):
     assert depth_png.mode.startswith("I;16") and depth.shape == (40, 56) and depth.dtype == np.float32
     assert np.allclose(np.asarray(depth_png) / 256, depth, atol=1 / 256)
     assert Image.open(out / "scene1_normals.png").mode == "RGB"
-    assert Image.open(out / "scene0_overlay.png").size == (4 * 56, 40)  # image, segmentation, depth, normals
+    overlay = np.asarray(Image.open(out / "scene0_overlay.png").convert("RGB"), np.int64)
+    assert overlay.shape[1] == 3 * 56 and overlay.shape[0] > 40  # segmentation blended, depth, normals; a legend
+    image = np.asarray(Image.open(run / "images" / "scene0.png").convert("RGB"), np.int64)
+    classes = np.asarray(Image.open(out / "scene0.png").convert("RGB"), np.int64)
+    assert np.abs(overlay[:40, :56] - (image + classes) // 2).max() <= 1  # half image, half class colour
     with pytest.raises(FileExistsError, match=r"scene0\.png exists .*--overwrite"):
         predict(run / "run", str(run / "images"), out)
     predict(run / "run", str(run / "images" / "*.png"), out, overwrite=True, batch_size=2)
@@ -79,6 +83,7 @@ def test_predict_errors_name_the_problem(run, tmp_path):
 def test_export_matches_the_eager_network_without_the_crm(run, fmt, tmp_path):
     out, diff = export(run / "run", fmt, tmp_path / f"m.{fmt}", size=(48, 64))
     assert out.is_file() and diff < EXPORT_TOLERANCE
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # one file: ONNX wrote its weights to m.onnx.data
     if fmt == "onnx":  # the command: its default file is in the run folder
         dejavu(["export", str(run / "run"), "--format", "onnx", "--size", "32", "32"])
         assert (run / "run" / "model.onnx").is_file()
@@ -260,3 +265,32 @@ def test_export_refuses_outputs_and_sizes_that_would_go_wrong(run, tmp_path, cap
     monkeypatch.setattr(deploy, "load_run", lambda _: (torch.nn.Conv2d(3, 1, 5), task, meta))  # needs 5x5 pixels
     with pytest.raises(ValueError, match=r"cannot run on an example of --size 2 2 \(.*\); give a larger --size"):
         export(run / "run", "exported-program", tmp_path / "m.pt2", size=(2, 2))
+
+
+def test_predict_batches_images_of_their_own_size(run, tmp_path, monkeypatch):
+    """--batch-size was ignored when the run evaluated at native size: one forward pass per image. Now the
+    images of one size in a batch run together, and the files are the same as one at a time."""
+    meta = json.loads((run / "run" / "model.json").read_text())
+    native = {**meta, "input_size": None}
+    monkeypatch.setattr(deploy, "load_run", lambda path: (*load_run(path)[:2], native))
+    folder = tmp_path / "same"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((24, 40, 3), 50 * i, np.uint8)).save(folder / f"s{i}.png")
+    Image.fromarray(np.full((30, 20, 3), 9, np.uint8)).save(folder / "t.png")
+    calls = []
+    original = deploy._batched
+
+    def counted(net, images, device):
+        calls.append(len({im.shape for im in images}))
+        return original(net, images, device)
+
+    monkeypatch.setattr(deploy, "_batched", counted)
+    batched = predict(run / "run", str(folder), tmp_path / "b", batch_size=5)
+    assert calls == [2]  # one batch of five images, two sizes: two passes
+    single = predict(run / "run", str(folder), tmp_path / "one", batch_size=1)
+    for a, b in zip(batched, single, strict=True):
+        if a.suffix == ".npy":  # depth in metres
+            assert np.allclose(np.load(a), np.load(b), atol=1e-4)
+        else:  # 8- or 16-bit images: a rounding step at most
+            assert np.abs(np.asarray(Image.open(a), np.int64) - np.asarray(Image.open(b), np.int64)).max() <= 1

@@ -326,3 +326,19 @@ def test_the_table_is_large_enough():
 def test_bad_input_is_named(case, files):
     with pytest.raises(case.exc, match=case.match):
         case.fn(files)
+
+
+def test_a_command_line_user_is_given_the_option_not_the_python_argument(tmp_path):
+    """Offline, the LPIPS error advised `lpips_weight=0`, a Python argument; from a config or the command
+    line the option is `--model.dejavu.lpips_weight 0`."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"network": {"name": "unet", "width": 4, "depth": 2},
+                  "task": {"name": "segmentation", "num_classes": 6},
+                  "dejavu": {"redaction": "checkerboard", "lpips_weight": 0.3}},
+        "data": {"dataset": "synthetic", "size": [32, 32]}}))
+    with pytest.raises(FileNotFoundError) as e:
+        DejaVuCLI(args=["--config", str(config), "--run_dir", str(tmp_path / "r"), "--offline", "true"], run=False)
+    message = str(e.value)
+    assert "--model.dejavu.lpips_weight 0" in message and "--model.dejavu.lpips_weights PATH" in message
+    assert "lpips_weight=0" not in message and "offline=True" in message

@@ -78,3 +78,40 @@ def test_encoder_weights_come_from_smp_and_the_hub(tmp_path, monkeypatch):
     local = create_model("smp:Unet", 3, encoder="resnet18", encoder_weights=str(tmp_path / "enc.pt"))
     torch.testing.assert_close(local.encoder.conv1.weight, encoder.conv1.weight)
 
+
+
+def test_an_unreachable_hub_fails_fast(monkeypatch):
+    """Offline but not told so, an smp encoder name spent 54 s on the Hub client's retries before its error."""
+    import socket
+    import time
+
+    from dejavu import weights
+
+    def no_network(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.delenv("DEJAVU_OFFLINE")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    weights.hub_reachable.cache_clear()
+    try:
+        start = time.monotonic()
+        with pytest.raises(FileNotFoundError, match=r"smp-hub/resnet34\.imagenet.*huggingface\.co cannot be reached"):
+            create_model("smp:Unet", 3, encoder="resnet34", encoder_weights="imagenet")
+        assert time.monotonic() - start < 10
+    finally:
+        weights.hub_reachable.cache_clear()
+
+
+def test_networks_that_need_divisible_sides_take_any_size():
+    """smp's FPN (and HRNet, UNet...) need sides divisible by 32: a 176x240 run failed in the sanity check
+    with "Wrong input shape". The input is padded (edge pixels) to the next multiple and the output cropped."""
+    import torch.nn.functional as F
+
+    net = create_model("smp:FPN", 5, encoder="resnet18").eval()
+    x = torch.rand(2, 3, 176, 240)
+    with torch.no_grad():
+        out = net(x)
+        assert out.shape == (2, 5, 176, 240)
+        padded = F.pad(x, (0, 16, 0, 16), mode="replicate")  # 192 x 256
+        torch.testing.assert_close(out, net(padded)[..., :176, :240])
+    assert set(net.state_dict()) == set(create_model("smp:FPN", 5, encoder="resnet18").state_dict())

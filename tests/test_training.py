@@ -157,7 +157,7 @@ def test_a_run_reports_itself(tmp_path, capsys):
     metrics = json.loads((tmp_path / "bar" / "metrics.json").read_text())
     last, best = metrics["last"]["val"]["val/mIoU"], metrics["best"]["val"]["val/mIoU"]
     assert f"val/mIoU: last {last:.4f} (epoch 3), best {best:.4f} (epoch {metrics['best']['epoch']})" in summary
-    assert "val/reliance: " in summary and "exported the last epoch's weights: model.safetensors" in summary
+    assert "val/reliance: " in summary and "wrote, from the last epoch's weights: model.safetensors" in summary
     assert metrics["weights"] == "last" and metrics["val"] == metrics["last"]["val"]
     dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "log"))  # captured: not a terminal
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
@@ -165,6 +165,31 @@ def test_a_run_reports_itself(tmp_path, capsys):
                                                         ["epoch 2/3", "batch 8/12 (67%)"],
                                                         ["epoch 3/3", "batch 12/12 (100%)"]]
     assert "\r" not in "".join(lines) and all(" eta " in line for line in lines)
+
+
+def test_a_run_logs_what_practitioners_look_for(tmp_path):
+    """Per-class IoU and a confusion matrix (metrics.json, confusion.png), the learning rate, the figure in
+    TensorBoard at each validation; no hp_metric of -1, no regen_lpips/regen_ssim for terms that are off."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", trainer__max_epochs=2, trainer__log_every_n_steps=1)
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(run))
+    metrics = json.loads((run / "metrics.json").read_text())
+    iou, table = metrics["last"]["iou"]["val/IoU"], metrics["last"]["confusion"]["val/confusion"]
+    assert table["classes"] == ["background", "floor", "wall", "sphere", "box", "cylinder"] == sorted(iou, key=table[
+        "classes"].index)
+    confusion = table["matrix"]
+    assert len(confusion) == 6 and all(len(row) == 6 for row in confusion) and sum(map(sum, confusion)) > 0
+    present = [v for v in iou.values() if v is not None]
+    assert sum(present) / len(present) == pytest.approx(metrics["val"]["val/mIoU"], abs=1e-5)
+    assert (run / "confusion.png").is_file()
+    events = EventAccumulator(str(next((run / "tensorboard").glob("events.*"))))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert any(t.startswith("lr-") for t in scalars) and "hp_metric" not in scalars
+    assert "train/regen_mse" in scalars and not {"train/regen_lpips", "train/regen_ssim"} & set(scalars)
+    assert len(events.Images("val/figure")) == 2
 
 
 def test_fit_is_quiet_by_default(tmp_path):
@@ -179,6 +204,24 @@ def test_fit_is_quiet_by_default(tmp_path):
     for noise in ("Tip", "litlogger", "FLOPs", "Total Flops", "Trainer.fit` stopped", "set_vital", "LeafSpec",
                   "Warning"):
         assert noise not in output, noise
+
+
+def test_files_follow_the_umask_and_test_asks_before_replacing_results(tmp_path):
+    """Checkpoints were written with mode 0600 whatever the umask; `dejavu test` replaced its results
+    without asking, unlike fit."""
+    run = tmp_path / "run"
+    dejavu("fit", "--config", str(write_config(tmp_path / "c.yaml", dejavu=False)), "--run_dir", str(run))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "model.safetensors", "model.pt", "metrics.json"):
+        assert (run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    test = ["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    dejavu(*test)
+    before = (run / "test_metrics_val.json").read_bytes()
+    with pytest.raises(SystemExit, match=r"test_metrics_val\.json exists; pass --overwrite true"):
+        dejavu(*test)
+    assert (run / "test_metrics_val.json").read_bytes() == before
+    dejavu(*test, "--overwrite", "true")
 
 
 def test_the_exported_weights_are_the_users_choice(tmp_path):
@@ -197,6 +240,32 @@ def test_the_exported_weights_are_the_users_choice(tmp_path):
     assert metrics["val"] == metrics["best"]["val"] and metrics["best"]["epoch"] == 1
     tested = test_run(run, "val")["test"]
     assert tested["test/mIoU"] == pytest.approx(metrics["val"]["val/mIoU"], abs=1e-6)
+
+
+def test_shipped_configs_are_found_from_any_folder(tmp_path, monkeypatch, capsys):
+    """`--config camvid/baseline.yaml` (or `configs/...`, as the README writes it) resolves the packaged
+    config where no such local file exists; `dejavu configs` lists them."""
+    from dejavu.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("synthetic/segmentation_dejavu.yaml", "configs/synthetic/segmentation_dejavu.yaml"):
+        cli = Resolved(args=["--config", name, "--run_dir", str(tmp_path / "r")], run=False)
+        assert cli.config["model"]["dejavu"] is not None and cli.config["data"]["dataset"] == "synthetic"
+    main(["configs"])
+    listed = capsys.readouterr().out
+    assert "camvid/baseline.yaml" in listed and "synthetic/segmentation_dejavu.yaml" in listed
+    with pytest.raises(SystemExit):  # a name that is neither a file nor packaged: the parser names it
+        Resolved(args=["--config", "camvid/nothing.yaml"], run=False)
+
+
+def test_docs_point_inside_the_project():
+    """The configs' comments and the README pointed at ../shared/... and PAPER_NOTES.md, outside the
+    project, and at internal issue numbers."""
+    root = Path(__file__).resolve().parent.parent
+    for path in [root / "README.md", *sorted(packaged_config("").rglob("*.yaml"))]:
+        text = path.read_text()
+        for pattern in (r"\.\./shared", r"PAPER_NOTES", r"\bissues? #?\d+"):
+            assert not re.search(pattern, text, re.IGNORECASE), f"{path.name}: {pattern}"
 
 
 def test_existing_run_folder_is_never_overwritten_silently(tmp_path):

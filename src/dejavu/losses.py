@@ -455,12 +455,17 @@ class DejaVuLoss(FrozenStateMixin):
 
     @classmethod
     def from_preset(cls, name: str, pred_channels: int, **overrides: Any) -> DejaVuLoss:
-        """The paper's setting for ``cityscapes``, ``coco_panoptic``, ``kitti_depth`` or ``nyud``.
+        """The paper's setting for ``cityscapes``, ``coco_panoptic``, ``kitti_depth`` or ``nyud``, with
+        ``overrides`` replacing its keys. Another ``regenerator`` drops the preset's
+        ``regenerator_kwargs`` (CRM-R's ``steps`` mean nothing to CRM-F) unless they are given too.
 
         ``nyud`` (NYUD-v2, single- and multi-task) needs ``adapter=``: the task's ``condition``.
 
         Example:
             >>> loss_fn = DejaVuLoss.from_preset("cityscapes", pred_channels=19, lpips_weight=0)
+            >>> crm_f = DejaVuLoss.from_preset("cityscapes", 19, regenerator="forward", lpips_weight=0)
+            >>> type(crm_f.regenerator).__name__
+            'ForwardCRM'
         """
         if name not in PRESETS:
             raise ValueError(f"DejaVuLoss.from_preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
@@ -468,7 +473,10 @@ class DejaVuLoss(FrozenStateMixin):
             raise ValueError(f"DejaVuLoss.from_preset: the {name!r} setting serves segmentation, depth, normals and "
                              "multi-task networks, so it needs the map of your prediction: pass adapter=task.condition "
                              "(e.g. dejavu.tasks.MultiTask([...]).condition) or an adapter name such as 'softmax'")
-        return cls(pred_channels=pred_channels, **{**PRESETS[name], **overrides})
+        preset = dict(PRESETS[name])
+        if overrides.get("regenerator", preset["regenerator"]) != preset["regenerator"]:
+            preset.pop("regenerator_kwargs")
+        return cls(pred_channels=pred_channels, **{**preset, **overrides})
 
     def regenerator_optimizer(self, lr: float = 1e-3, **kwargs: Any) -> torch.optim.Adam:
         """Adam over the regenerator's trainable parameters: the optimiser the CRM trains with,

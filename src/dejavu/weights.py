@@ -12,9 +12,11 @@ three ways out: connect once, give a local path, or switch the part off.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import socket
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,7 +93,10 @@ def _hub_offline(offline: bool) -> Iterator[None]:
 def from_hub(load: Callable[[], T], what: str, file: str, ways_out: tuple[str, str], offline: bool | None = None) -> T:
     """Run ``load``, a library's own loader that fetches from the Hugging Face Hub (timm, smp,
     open_clip), with downloads forbidden when offline; a file that is neither cached nor
-    downloadable becomes the error :func:`torchvision_state_dict` describes.
+    downloadable becomes the error :func:`torchvision_state_dict` describes. When the Hub cannot be
+    reached (a 3-second connection attempt, once per process), the load runs in the Hub's offline
+    mode: cached files load at once and a missing one fails at once, instead of after the Hub
+    client's retries (54 s for an smp encoder).
 
     Args:
         load: the call, e.g. ``lambda: timm.create_model("resnet18", pretrained=True)``.
@@ -101,15 +106,32 @@ def from_hub(load: Callable[[], T], what: str, file: str, ways_out: tuple[str, s
     from huggingface_hub import constants
 
     off = is_offline(offline)
+    unreachable = not off and not hub_reachable()
     try:
-        with _hub_offline(off):
+        with _hub_offline(off or unreachable):
             return load()
     except Exception as e:
         cause = _os_error(e)  # the hub's LocalEntryNotFoundError and HTTP errors are OSErrors; open_clip wraps them
         if cause is None:
             raise
         cache = Path(constants.HF_HUB_CACHE)
-        raise FileNotFoundError(_missing(what, file, cache, ways_out, off, _gist(cause))) from None
+        why = f"{constants.ENDPOINT} cannot be reached" if unreachable else _gist(cause)
+        raise FileNotFoundError(_missing(what, file, cache, ways_out, off, why)) from None
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face Hub's endpoint opens within ``timeout`` seconds."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _gist(e: BaseException) -> str:

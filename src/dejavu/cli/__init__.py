@@ -24,12 +24,13 @@ commands:
   bench      measure DejaVu's training cost, redaction speed, data rate and zero inference cost
   predict    run a trained network over a folder of images and write prediction files
   export     export a trained network to ONNX or a torch.export program (dynamic batch and size)
+  configs    list the configs shipped with the package (--config takes their names from any folder)
 
 `dejavu COMMAND --help` gives the options of one command; `dejavu --version` the version. A mistake
 prints its message; add --debug (or set DEJAVU_DEBUG=1) for the traceback."""
 
 
-COMMANDS = ("fit", "validate", "test", "demo", "compare", "bench", "predict", "export")
+COMMANDS = ("fit", "validate", "test", "demo", "compare", "bench", "predict", "export", "configs")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError)
 
 
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise SystemExit(f"dejavu: unknown command '{argv[0]}'; {hint}the commands are {', '.join(COMMANDS)} "
                          "(dejavu --help says what each does)")
+    elif argv[0] == "configs":
+        from ..training.lightning_cli import packaged_config, packaged_configs
+
+        print(f"configs shipped with dejavu-dense ({packaged_config('')}); give one as --config NAME:")
+        for name, summary in packaged_configs():
+            print(f"  {name:45s} {summary}")
     elif argv[0] == "demo":
         from .demo import main as demo
 

@@ -22,7 +22,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from ..training.callbacks import write_json
-from ..training.lightning_cli import compose_config, fit_run, test_run
+from ..training.lightning_cli import compose_config, fit_run, resolve_config, test_run
 
 
 def paired_summary(a: list[float], b: list[float]) -> dict[str, float | None]:
@@ -74,9 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--config must be given at least twice (A, then each B), got {len(a.config)}")
     if a.seeds < 1:
         p.error(f"--seeds must be >= 1, got {a.seeds}")
+    a.config = [resolve_config(c) for c in a.config]  # a packaged config by its name, from any folder
     for c in a.config:
         if not Path(c).is_file():
-            p.error(f"--config {c}: no such file")
+            p.error(f"--config {c}: no such file, nor a packaged config (dejavu configs lists them)")
     check_arms(a.config, overrides)
     out = Path(a.out)
     if out.exists() and any(out.iterdir()):

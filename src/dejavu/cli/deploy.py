@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -28,6 +28,7 @@ from ..weights import verify_file
 __all__ = ["export_main", "load_run", "predict_main"]
 
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
+ONNX_ONE_FILE_BYTES = 1_800_000_000  # below protobuf's 2 GB message limit, with room for the graph
 DEPTH_SCALE = 256.0  # 16-bit depth PNGs hold metres x 256, KITTI's convention (up to 256 m)
 LABEL_DIVISOR = 1000  # panoptic ids = class x 1000 + instance (Cityscapes' and Panoptic-DeepLab's convention)
 # what a phone, a scanner or a web page gives, beside the datasets' PNG and JPEG; all read by Pillow
@@ -114,9 +115,12 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
             except ImportError:
                 raise SystemExit("dejavu export --format onnx needs onnx, onnxscript and onnxruntime: "
                                  "pip install 'dejavu-dense[export]'") from None
+            # one file when the weights fit protobuf's 2 GB limit; beyond it, the weights go to OUT.data
+            # beside it (the file names that one, so both move together)
+            one_file = sum(t.numel() * t.element_size() for t in net.state_dict().values()) < ONNX_ONE_FILE_BYTES
             atomic_write(out, lambda tmp: torch.onnx.export(
                 net, (x,), tmp, dynamo=True, dynamic_shapes=dynamic, input_names=["image"],
-                output_names=["prediction"], verbose=False))
+                output_names=["prediction"], verbose=False, external_data=not one_file))
             session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
             got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
     return out, float((got - expected).abs().max())
@@ -230,6 +234,42 @@ def _save(task: Task, raw: Tensor, stem: str, out: Path, meta: dict[str, Any], r
     return views
 
 
+def _overlay(rgb: np.ndarray, views: list[np.ndarray], task: Task, meta: dict[str, Any]) -> Image.Image:
+    """The image with its segmentation blended in (half and half), beside the other tasks' views, over a
+    legend of the classes; the image beside its views when nothing is segmented."""
+    tasks = task.tasks if isinstance(task, MultiTask) else [task]
+    segmentation = next((i for i, t in enumerate(tasks) if isinstance(t, Segmentation)), None)
+    if segmentation is None:
+        return Image.fromarray(np.concatenate([rgb, *views], axis=1))
+    blend = (rgb.astype(np.float32) + views[segmentation]) / 2
+    panels = [blend.astype(np.uint8), *(v for i, v in enumerate(views) if i != segmentation)]
+    picture = Image.fromarray(np.concatenate(panels, axis=1))
+    names = meta.get("classes") or [f"class{i}" for i in range(tasks[segmentation].num_classes)]
+    return _with_legend(picture, names, _palette(tasks[segmentation], meta))
+
+
+def _with_legend(picture: Image.Image, names: list[str], palette: list[int]) -> Image.Image:
+    """``picture`` over rows of colour boxes and class names, as many to a row as its width holds."""
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(picture)
+    widths = [16 + int(measure.textlength(name, font=font)) + 10 for name in names]
+    rows, x = [[]], 0
+    for i, width in enumerate(widths):
+        if x + width > max(picture.width, width) and rows[-1]:
+            rows, x = [*rows, []], 0
+        rows[-1].append((i, x))
+        x += width
+    legend = Image.new("RGB", (picture.width, picture.height + 16 * len(rows) + 4), "white")
+    legend.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(legend)
+    for r, row in enumerate(rows):
+        y = picture.height + 4 + 16 * r
+        for i, x in row:
+            draw.rectangle((x + 2, y + 2, x + 12, y + 12), fill=tuple(palette[3 * i:3 * i + 3]))
+            draw.text((x + 16, y + 1), names[i], fill="black", font=font)
+    return legend
+
+
 def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int] | None = None,
             batch_size: int = 4, device: str = "cpu", overwrite: bool = False, overlay: bool = False,
             raw_ids: bool = False) -> list[Path]:
@@ -237,12 +277,12 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
     (indexed with the dataset's palette; ``STEM_ids.png`` the class ids when ``raw_ids``), depth as
     ``STEM_depth.png`` (uint16, metres x 256) and ``STEM_depth.npy`` (float32 metres), normals as
     ``STEM_normals.png`` (RGB = (n + 1) / 2), panoptic maps as ``STEM_panoptic.png`` (ids ``class x 1000
-    + instance``, RGB-encoded as COCO's: ``R + 256 G + 256^2 B``); ``STEM_overlay.png`` (image beside its predictions)
-    when ``overlay``.
+    + instance``, RGB-encoded as COCO's: ``R + 256 G + 256^2 B``); ``STEM_overlay.png`` when ``overlay``:
+    the image with its segmentation blended in, beside the other tasks' views, over a legend of the classes.
 
     Every image is resized to ``size`` (default: the size the run evaluated at, from ``model.json``;
-    ``None`` there: the image's own size, one at a time) for the network, and the prediction resized
-    back to the image's size (bilinear on the raw output).
+    ``None`` there: each image's own size, the images of one size in a batch run together) for the
+    network, and the prediction resized back to the image's size (bilinear on the raw output).
 
     Raises:
         FileNotFoundError: a run folder that is not one, no image found.
@@ -269,21 +309,34 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
         raise FileExistsError(f"dejavu predict: {existing[0]} exists ({len(existing)} outputs do); pass --overwrite "
                               "to replace them or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    step = batch_size if size else 1
-    for start in tqdm(range(0, len(files), step), desc="dejavu predict", unit="batch"):
-        chunk = files[start:start + step]
+    for start in tqdm(range(0, len(files), batch_size), desc="dejavu predict", unit="batch"):
+        chunk = files[start:start + batch_size]
         images = [read_image(f, "dejavu predict", exif=True) for f in chunk]
-        x = torch.stack([F.interpolate(im[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-                         for im in images]) if size else images[0][None]
-        with torch.no_grad():
-            raw = net(x.to(device)).float().cpu()
+        if size:
+            images_in = [F.interpolate(im[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+                         for im in images]
+        else:  # each image at its own size: one pass per size in the batch
+            images_in = images
+        raw = _batched(net, images_in, device)
         for f, image, r in zip(chunk, images, raw, strict=True):
             r = F.interpolate(r[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
             views = _save(task, r, f.stem, out, meta, raw_ids)
             if overlay:
                 rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-                _write_image(Image.fromarray(np.concatenate([rgb, *views], axis=1)), out / f"{f.stem}_overlay.png")
+                _write_image(_overlay(rgb, views, task, meta), out / f"{f.stem}_overlay.png")
     return expected
+
+
+@torch.no_grad()
+def _batched(net: nn.Module, images: list[Tensor], device: str) -> list[Tensor]:
+    """The network's raw output for each image, the images of one size run together."""
+    outputs: list[Tensor | None] = [None] * len(images)
+    for shape in dict.fromkeys(im.shape for im in images):
+        indices = [i for i, im in enumerate(images) if im.shape == shape]
+        raw = net(torch.stack([images[i] for i in indices]).to(device)).float().cpu()
+        for i, r in zip(indices, raw, strict=True):
+            outputs[i] = r
+    return outputs
 
 
 def predict_main(argv: list[str] | None = None) -> None:
@@ -297,7 +350,8 @@ def predict_main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=_at_least(1, "--batch-size"), default=4, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps...")
     p.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
-    p.add_argument("--overlay", action="store_true", help="also write each image beside its predictions")
+    p.add_argument("--overlay", action="store_true", help="also write STEM_overlay.png: the image with its "
+                   "segmentation blended in, beside the other tasks' views, over a legend of the classes")
     p.add_argument("--raw-ids", action="store_true", help="also write segmentation class ids as a grey PNG")
     a = p.parse_args(argv)
     written = predict(a.run, a.input, a.out, a.size, a.batch_size, a.device, a.overwrite, a.overlay, a.raw_ids)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..weights import from_hub, read_file, read_tensors
@@ -78,12 +79,43 @@ def _smp(arch: str, out_channels: int | Sequence[int], encoder: str = "resnet18"
         model = build(None)
         if encoder_weights is not None:
             load_encoder_weights(model.encoder, encoder_weights)
-        return model
-    # a weights name ("imagenet"...): smp fetches it (timm for "tu-" encoders) from the Hugging Face Hub
-    repo = _hub_repo(encoder, str(encoder_weights)) or f"the {encoder_weights!r} weights of {encoder!r}"
-    ways_out = ("encoder_weights=PATH (a state dict of the encoder)", "train from scratch with encoder_weights=None")
-    return from_hub(lambda: build(str(encoder_weights)), f"create_model({'smp:' + arch!r}, encoder={encoder!r})",
-                    repo, ways_out, offline)
+    else:  # a weights name ("imagenet"...): smp fetches it (timm for "tu-" encoders) from the Hugging Face Hub
+        repo = _hub_repo(encoder, str(encoder_weights)) or f"the {encoder_weights!r} weights of {encoder!r}"
+        ways_out = ("encoder_weights=PATH (a state dict of the encoder)",
+                    "train from scratch with encoder_weights=None")
+        model = from_hub(lambda: build(str(encoder_weights)), f"create_model({'smp:' + arch!r}, encoder={encoder!r})",
+                         repo, ways_out, offline)
+    if getattr(model, "requires_divisible_input_shape", False):
+        pad_to_stride(model, model.encoder.output_stride)
+    return model
+
+
+def pad_to_stride(model: nn.Module, stride: int) -> None:
+    """Let ``model`` take any image size although it needs sides divisible by ``stride`` (smp's FPN,
+    UNet... need 32): the input is padded at the bottom and right (edge pixels repeated) to the next
+    multiple, and the output cropped back to the input's size. Forward hooks: the state dict is unchanged.
+
+    Example:
+        >>> net = nn.Conv2d(3, 2, 1)
+        >>> pad_to_stride(net, 32)
+        >>> net(torch.rand(1, 3, 20, 45)).shape
+        torch.Size([1, 2, 20, 45])
+    """
+    model.dejavu_stride = stride
+    model.register_forward_pre_hook(_pad)
+    model.register_forward_hook(_crop)
+
+
+def _pad(model: nn.Module, args: tuple) -> tuple:
+    x, *rest = args
+    model.dejavu_input_size = tuple(x.shape[-2:])
+    return (F.pad(x, (0, -x.shape[-1] % model.dejavu_stride, 0, -x.shape[-2] % model.dejavu_stride),
+                  mode="replicate"), *rest)
+
+
+def _crop(model: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    h, w = model.dejavu_input_size
+    return output[..., :h, :w]
 
 
 def _hub_repo(encoder: str, weights: str) -> str | None:

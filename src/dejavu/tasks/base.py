@@ -60,10 +60,10 @@ class Task:
         return dict(batch)
 
     def compute_metrics(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> dict[str, float]:
-        """Metrics of one batch, as floats."""
+        """The scalar metrics of one batch, as floats (a confusion matrix is left out)."""
         metrics = self.metrics().to(raw.device)
         self.update_metrics(metrics, raw, target)
-        return {k: float(v) for k, v in metrics.compute().items()}
+        return {k: float(v) for k, v in metrics.compute().items() if v.dim() == 0}
 
     def update_metrics(self, metrics: MetricCollection, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> None:
         tgt = self._target(target)

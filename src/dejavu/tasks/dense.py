@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from ..losses import depth_map, hard_probabilities, probabilities, unit_vectors
 from .base import Task
@@ -22,7 +22,8 @@ __all__ = ["Depth", "MultiTask", "Normals", "Segmentation"]
 class Segmentation(Task):
     """Semantic segmentation: ``channels = num_classes`` logits; pixels equal to ``ignore_index`` are
     left out of the loss and the metrics. Metrics: ``mIoU`` (mean over classes present in prediction
-    or target) and ``pixel_acc``, from torchmetrics, and ``boundary_iou`` (:class:`BoundaryIoU`).
+    or target) and ``pixel_acc``, from torchmetrics, ``boundary_iou`` (:class:`BoundaryIoU`), and the
+    ``confusion`` matrix (true class x predicted class), from which runs report each class's IoU.
     Condition: softmax probabilities, or with ``hard_condition=True`` their one-hot arg-max with the
     softmax's gradient (:func:`dejavu.losses.hard_probabilities`). ``class_names`` (from the dataset
     under ``dejavu fit``) are DejaVu-TS's text prompts unless it is given its own.
@@ -78,7 +79,9 @@ class Segmentation(Task):
         kw = {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "validate_args": False}
         return MetricCollection({"mIoU": MulticlassJaccardIndex(average="macro", **kw),
                                  "pixel_acc": MulticlassAccuracy(average="micro", **kw),
-                                 "boundary_iou": BoundaryIoU(self.num_classes, self.ignore_index)})
+                                 "boundary_iou": BoundaryIoU(self.num_classes, self.ignore_index),
+                                 # rows: the true class, columns: the predicted one; per-class IoU comes from it
+                                 "confusion": MulticlassConfusionMatrix(**kw)})
 
 
 # the KITTI evaluation crops, as fractions of the image's (height, width): (top, bottom), (left, right)

@@ -13,16 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from ..data import distinct_palette
 from ..weights import read_file, write_safetensors
 from .datamodule import class_names
-from .figures import module_figure
+from .figures import confusion_figure, module_figure, per_class_iou
 
 
 class AtomicCheckpointIO(CheckpointIO):
@@ -32,16 +35,14 @@ class AtomicCheckpointIO(CheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # open(), not mkstemp: the file's mode follows the umask (not 0600)
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(path, write)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
         checkpoint = read_checkpoint(path)  # on the CPU: loading the state moves it to the model's device
@@ -127,10 +128,30 @@ def data_facts(datamodule: Any) -> dict[str, Any]:
             "palette": [list(c) for c in palette] if palette else None}
 
 
+def class_report(module) -> dict[str, Any]:
+    """Each segmentation task's per-class IoU (``{"val/IoU": {class: IoU}}``, ``null`` for a class neither
+    present nor predicted) and confusion matrix (``{"val/confusion": {"classes": [...], "matrix": rows}}``,
+    rows the true class, columns the predicted one) from the module's last evaluation; empty for tasks
+    without classes."""
+    iou, confusion = {}, {}
+    tasks = {t.name: t for t in getattr(module.task, "tasks", [module.task])}
+    for key, matrix in getattr(module, "arrays", {}).items():
+        if not key.endswith("confusion"):
+            continue
+        parts = key.split("/")
+        task = tasks.get(parts[1]) if len(parts) == 3 else module.task
+        names = getattr(task, "class_names", None) or [f"class{i}" for i in range(matrix.shape[0])]
+        values = per_class_iou(matrix.numpy())
+        iou[key.replace("confusion", "IoU")] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, values,
+                                                                                                     strict=True)}
+        confusion[key] = {"classes": list(names), "matrix": matrix.long().tolist()}  # rows and columns in order
+    return {"iou": iou, "confusion": confusion} if iou else {}
+
+
 def run_summary(run_dir: Path, trainer: L.Trainer, module, last: dict[str, Any], best: dict[str, Any],
-                weights: str, seconds: float) -> str:
+                weights: str, written: list[str], seconds: float) -> str:
     """What ``dejavu fit`` prints when it ends: where the run is, its monitored metric at the last and
-    the best epoch, reliance, wall time, and which weights were exported where."""
+    the best epoch, reliance, wall time, and which weights it exported to which files."""
     name, _ = module.monitor
 
     def score(at: dict[str, Any]) -> str:
@@ -145,9 +166,7 @@ def run_summary(run_dir: Path, trainer: L.Trainer, module, last: dict[str, Any],
     if reliance is not None:
         lines.append(f"  val/reliance: {reliance:.4f} (how much better the CRM regenerates from the prediction "
                      "than from a blank condition)")
-    crm = ", crm.safetensors" if module.dejavu_loss is not None else ""
-    lines.append(f"  exported the {weights} epoch's weights: model.safetensors, model.pt, model.json{crm}; "
-                 "figure.png, metrics.json")
+    lines.append(f"  wrote, from the {weights} epoch's weights: {', '.join(written)}")
     return "\n".join(lines)
 
 
@@ -270,15 +289,27 @@ class RunArtifacts(L.Callback):
         if trainer.sanity_checking:
             return
         self.last = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
-                     "val": _floats(trainer.callback_metrics, "val/")}
+                     "val": _floats(trainer.callback_metrics, "val/"), **class_report(module)}
+        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero and self.figure_images > 0:
+            self._tensorboard_figure(trainer, module)
 
-    def _figure(self, trainer: L.Trainer, module, name: str) -> None:
+    def _tensorboard_figure(self, trainer: L.Trainer, module) -> None:
+        """figure.png of this validation, as an image in TensorBoard (``val/figure``)."""
+        with tempfile.TemporaryDirectory() as folder, torch.random.fork_rng(devices=[]):  # the run's random stream
+            path = Path(folder) / "figure.png"  # untouched, so a resumed run stays exact
+            self._figure(trainer, module, path)
+            if path.is_file():
+                with Image.open(path) as image:
+                    pixels = np.asarray(image.convert("RGB"))
+                trainer.logger.experiment.add_image("val/figure", pixels, trainer.global_step, dataformats="HWC")
+
+    def _figure(self, trainer: L.Trainer, module, path: Path) -> None:
         loader = trainer.datamodule.val_dataloader() if trainer.datamodule else None
         if loader is None or self.figure_images <= 0:
             return
         batch = spread_batch(loader.dataset, self.figure_images)
         palette = data_facts(trainer.datamodule).get("palette")
-        atomic_write(self.run_dir / name, lambda tmp: module_figure(module, batch, tmp, palette=palette))
+        atomic_write(path, lambda tmp: module_figure(module, batch, tmp, palette=palette))
 
     def on_fit_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
@@ -290,19 +321,31 @@ class RunArtifacts(L.Callback):
             if self.weights == "best":
                 module.load_state_dict(checkpoint["state_dict"])
         exported = best if self.weights == "best" else self.last
-        export_inference_model(module, self.run_dir)
-        if module.dejavu_loss is not None:  # the CRM, for DejaVuLoss(regenerator_weights=...) in a later run
-            crm = module.dejavu_loss.regenerator.state_dict()
-            crm = {k: v.detach().cpu().contiguous() for k, v in crm.items()}
-            atomic_write(self.run_dir / "crm.safetensors", lambda tmp: write_safetensors(crm, tmp))
-        self._figure(trainer, module, "figure.png")
+        written = self._write_results(trainer, module, exported)
         write_json(self.run_dir / "metrics.json", {
             "val": exported.get("val", {}), "weights": self.weights, "epochs": trainer.current_epoch,
             "steps": trainer.global_step, "dejavu": module.dejavu_loss is not None, "last": self.last,
             "best": best, "monitor": module.monitor[0],
         })
-        print(run_summary(self.run_dir, trainer, module, self.last, best, self.weights,
+        print(run_summary(self.run_dir, trainer, module, self.last, best, self.weights, [*written, "metrics.json"],
                           time.monotonic() - self.started), flush=True)
+
+    def _write_results(self, trainer: L.Trainer, module, exported: dict[str, Any]) -> list[str]:
+        """Everything but metrics.json; the names written."""
+        written = [p.name for p in export_inference_model(module, self.run_dir).values()]
+        if module.dejavu_loss is not None:  # the CRM, for DejaVuLoss(regenerator_weights=...) in a later run
+            crm = module.dejavu_loss.regenerator.state_dict()
+            crm = {k: v.detach().cpu().contiguous() for k, v in crm.items()}
+            atomic_write(self.run_dir / "crm.safetensors", lambda tmp: write_safetensors(crm, tmp))
+            written.append("crm.safetensors")
+        self._figure(trainer, module, self.run_dir / "figure.png")
+        written += ["figure.png"] if (self.run_dir / "figure.png").is_file() else []
+        for key, table in exported.get("confusion", {}).items():  # val/confusion, val/segmentation/confusion
+            name = key.replace("/", "_").replace("val_", "", 1) + ".png"
+            atomic_write(self.run_dir / name, lambda tmp, t=table, k=key: confusion_figure(
+                np.array(t["matrix"]), t["classes"], tmp, f"{k}, epoch {exported['epoch']}"))
+            written.append(name)
+        return written
 
     def on_test_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
@@ -310,4 +353,4 @@ class RunArtifacts(L.Callback):
         split = trainer.datamodule.hparams.split if trainer.datamodule else "test"
         noise = module.hparams.test_noise
         write_json(self.run_dir / test_metrics_name(split, noise), {"split": split, "noise": noise,
-                                         "test": _floats(trainer.callback_metrics, "test/")})
+                                         "test": _floats(trainer.callback_metrics, "test/"), **class_report(module)})

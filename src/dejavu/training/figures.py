@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.patches import Patch
 from torch import Tensor
 
 from ..data import distinct_palette
@@ -103,7 +104,10 @@ def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[st
         for r in range(rows):
             axes[r, c].imshow(pics[r], interpolation="nearest")
             axes[r, c].axis("off")
-    fig.tight_layout()
+    handles = legend_handles(task, palette)
+    fig.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=6, frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -137,3 +141,42 @@ def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_
     images = [None if x is None else x.float().cpu() for x in (redacted, regenerated, blank)]
     return dejavu_figure(path, cpu["image"], module.task, cpu, {"prediction": raw.float().cpu()}, *images,
                          palette=palette)
+
+
+def legend_handles(task: Task, palette: Sequence[Sequence[int]] | None = None) -> list[Patch]:
+    """A colour patch per class of the first segmentation task that names its classes (none otherwise)."""
+    for t in _tasks(task):
+        if isinstance(t, Segmentation) and t.class_names:
+            colours = palette or distinct_palette(t.num_classes)
+            return [Patch(color=np.array(colours[i]) / 255, label=name) for i, name in enumerate(t.class_names)]
+    return []
+
+
+def confusion_figure(confusion: np.ndarray, names: Sequence[str], path: str | Path, title: str = "") -> None:
+    """A confusion matrix as an image: each row (true class) as fractions of its pixels, so classes of
+    any frequency read alike; each class's IoU beside its name."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    rows = confusion / np.clip(confusion.sum(1, keepdims=True), 1, None)
+    iou = per_class_iou(confusion)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2 + 0.4 * n, 1.5 + 0.4 * n))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    labels = [f"{name} ({'n/a' if np.isnan(v) else f'{v:.2f}'})" for name, v in zip(names, iou, strict=True)]
+    ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (IoU)")
+    ax.set_title(title or "confusion: each row as fractions of its pixels", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def per_class_iou(confusion: np.ndarray) -> np.ndarray:
+    """Each class's IoU from a confusion matrix (rows true, columns predicted): NaN for a class that is
+    neither in the targets nor predicted."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    hits = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, hits / union, np.nan)

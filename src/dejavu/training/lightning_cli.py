@@ -21,7 +21,7 @@ import yaml
 from filelock import FileLock, Timeout
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -95,7 +95,8 @@ class DejaVuCLI(LightningCLI):
         parser.add_argument("--run_dir", type=str, default="runs/default",
                             help="folder this run writes: config, checkpoints, logs, metrics, model, figure")
         parser.add_argument("--overwrite", type=bool, default=False,
-                            help="replace an existing run folder (otherwise fit refuses to touch it)")
+                            help="fit: replace an existing run folder; test: replace its test_metrics file (otherwise "
+                                 "both refuse)")
         parser.add_argument("--figure_images", type=int, default=4, help="validation images in figure.png")
         parser.add_argument("--export_weights", type=Literal["last", "best"], default="last",
                             help="the weights model.safetensors, metrics.json's val, predict and export use: last "
@@ -159,8 +160,12 @@ class DejaVuCLI(LightningCLI):
         if self.subcommand != "fit":
             if self.subcommand and cfg.get("ckpt_path") is None and not self.model.hparams.pretrained:
                 raise SystemExit(f"dejavu {self.subcommand}: no weights to evaluate, the network would be randomly "
-                                 f"initialised; pass --ckpt_path RUN/checkpoints/best.ckpt (or --model.pretrained "
+                                 f"initialised; pass --ckpt_path RUN/checkpoints/last.ckpt (or --model.pretrained "
                                  f"RUN/model.safetensors)")
+            results = run_dir / test_metrics_name(self.datamodule.hparams.split, self.model.hparams.test_noise)
+            if self.subcommand == "test" and results.exists() and not cfg["overwrite"]:
+                raise SystemExit(f"dejavu test: {results} exists; pass --overwrite true to replace it, or give another "
+                                 "--run_dir for this evaluation's files")
             return run_dir
         if run_dir.exists() and not run_dir.is_dir():
             raise SystemExit(f"dejavu fit: --run_dir {run_dir} is a file, not a folder; choose another --run_dir")
@@ -209,7 +214,10 @@ class DejaVuCLI(LightningCLI):
         if summary and not any(isinstance(c, ModelSummary) for c in kwargs["callbacks"]):
             kwargs["callbacks"].append(RunModelSummary())
         if trainer_cfg.get("logger") in (None, True):  # the user's logger(s) stay; TensorBoard is the default
-            kwargs["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+            kwargs["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
+                                                 default_hp_metric=False)  # no hp_metric of -1
+        if trainer_cfg.get("logger") is not False:  # the schedule drives the learning rate to 0: show it
+            kwargs["callbacks"].append(LearningRateMonitor(logging_interval="step"))
         plugins = trainer_cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):  # atomic checkpoints unless the user has own
@@ -262,18 +270,42 @@ def expand_bases(args: list[str]) -> list[str]:
             base that is not readable YAML (named, with the parser's line); ``--base`` on the command line.
     """
     out: list[str] = []
-    for i, arg in enumerate(args):
-        name, _, value = arg.partition("=")
+    i = 0
+    while i < len(args):
+        name, eq, value = args[i].partition("=")
         if name == "--base":  # a config file's key: on the command line it would be parsed and ignored
             raise SystemExit("dejavu: --base is a config file's key (base: FILE); on the command line give the base "
                              "config first: --config BASE.yaml --config YOURS.yaml")
-        if name == "--config" and (value or (i + 1 < len(args))):
-            path = value or args[i + 1]
-            chain = _base_chain(Path(path)) if Path(path).is_file() else []
-            for base in chain:
+        if name == "--config" and (eq or i + 1 < len(args)):
+            path = resolve_config(value if eq else args[i + 1])
+            for base in _base_chain(Path(path)) if Path(path).is_file() else []:
                 out += ["--config", str(base)]
-        out.append(arg)
+            out += ["--config", path]
+            i += 1 if eq else 2
+            continue
+        out.append(args[i])
+        i += 1
     return out
+
+
+def resolve_config(path: str) -> str:
+    """``path`` itself when it is a file, else the packaged config of that name (``camvid/baseline.yaml``,
+    or ``configs/camvid/baseline.yaml`` as the README writes it), so the shipped configs work from any
+    folder (``dejavu configs`` lists them); else ``path`` unchanged (the parser names what is wrong)."""
+    if Path(path).is_file():
+        return path
+    name = path.removeprefix("configs/")
+    return str(packaged_config(name)) if name.endswith(".yaml") and packaged_config(name).is_file() else path
+
+
+def packaged_configs() -> list[tuple[str, str]]:
+    """The configs shipped with the package, as ``(name, its first comment line)``."""
+    root = packaged_config("")
+    configs = []
+    for path in sorted(root.rglob("*.yaml")):
+        first = next((line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        configs.append((str(path.relative_to(root)), first))
+    return configs
 
 
 def compose_config(path: str | Path) -> dict[str, Any]:

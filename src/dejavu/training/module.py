@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,14 +29,36 @@ from .optim import JointOptimizer
 
 
 def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
-    """Call a factory with a config dict, turning a bad key into an error that names it."""
+    """Call a factory with a config dict, turning a bad key into an error that names it, and the
+    factory's own advice (``encoder_weights=None``) into the option a config or command line sets."""
     spec = dict(spec)
     if "name" not in spec:
         raise ValueError(f"{kind}: the config needs a 'name' (got keys {sorted(spec)})")
     try:
-        return fn(spec.pop("name"), **extra, **spec)
+        with _options(kind, fn):
+            return fn(spec.pop("name"), **extra, **spec)
     except TypeError as e:
         raise ValueError(f"{kind}: bad config key or value: {e}") from None
+
+
+@contextmanager
+def _options(section: str, factory: Any) -> Iterator[None]:
+    """Re-raise a factory's ``FileNotFoundError``/``ValueError`` with each ``argument=value`` it advises
+    written as the option that sets it (``lpips_weight=0`` becomes ``--model.dejavu.lpips_weight 0``)."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as e:
+        names = (set(inspect.signature(factory).parameters) | {"encoder_weights", "weights"}) - {"offline"}
+        words = r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")=('[^']*'|[^\s,;)]+)"
+
+        def option(match: re.Match) -> str:
+            value = match.group(2).strip("'").rstrip(".")
+            return f"--{section}.{match.group(1)} {'null' if value == 'None' else value}"
+
+        message = re.sub(words, option, str(e))
+        if message == str(e):
+            raise
+        raise type(e)(message) from None
 
 
 RELIANCE_KEYS = ("regen_mse", "regen_mse_blank", "regen_mse_gt")
@@ -187,6 +211,7 @@ class DejaVuModule(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)  # the CRM's small tensors gain nothing from it
         self.val_metrics = self.task.metrics()
+        self.arrays: dict[str, Tensor] = {}  # the last evaluation's non-scalar metrics (a confusion matrix)
         self.test_metrics = self.task.metrics()
         # DejaVu's reliance on the prediction (DejaVuLoss.reliance), averaged over the validation set
         self.val_regen = MetricCollection(
@@ -230,8 +255,11 @@ class DejaVuModule(L.LightningModule):
             except NonFiniteError as e:  # the network's weights diverged at the last update, or the data is bad
                 self.checked(loss, {**logs, "prediction": loss.new_tensor(math.nan)}, f"{e}. ", sync=True)
             loss = loss + out.loss
-            logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse, "train/regen_lpips": out.lpips,
-                         "train/regen_ssim": out.ssim})
+            logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse})
+            if self.dejavu_loss.lpips_weight > 0:  # a term that is off would read 0 (LPIPS) or 1 (SSIM)
+                logs["train/regen_lpips"] = out.lpips
+            if self.dejavu_loss.ssim_weight > 0:
+                logs["train/regen_ssim"] = out.ssim
         step = TrainingStep(self.net, image, raw, self.task.condition, self.dejavu_loss, out, extras)
         for auxiliary in self.auxiliaries.values():
             for name, value in auxiliary(step).items():
@@ -323,7 +351,7 @@ class DejaVuModule(L.LightningModule):
                     self.val_regen[key].update(value, weight=batch["image"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        metrics = {f"val/{k}": v.float() for k, v in self.val_metrics.compute().items()}
+        metrics, self.arrays = _scalars_and_arrays("val", self.val_metrics.compute())
         self.val_metrics.reset()
         if self.val_regen is not None:
             regen = {k: m.compute().float() for k, m in self.val_regen.items() if m.update_called}
@@ -340,7 +368,8 @@ class DejaVuModule(L.LightningModule):
         self.task.update_metrics(self.test_metrics, self.evaluate(image), batch)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict({f"test/{k}": v.float() for k, v in self.test_metrics.compute().items()})
+        metrics, self.arrays = _scalars_and_arrays("test", self.test_metrics.compute())
+        self.log_dict(metrics)
         self.test_metrics.reset()
 
     @property
@@ -357,6 +386,12 @@ class DejaVuModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_state_dict(self, checkpoint["state_dict"], checkpoint.get("dejavu_source", "the checkpoint"))
         self.guard.load_state_dict(checkpoint.get("divergence_reference", {}))
+
+
+def _scalars_and_arrays(prefix: str, computed: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Metrics to log (scalars), and the rest (a confusion matrix), which the run writes to its files."""
+    scalars = {f"{prefix}/{k}": v.float() for k, v in computed.items() if v.dim() == 0}
+    return scalars, {f"{prefix}/{k}": v.detach().cpu() for k, v in computed.items() if v.dim() > 0}
 
 
 @contextmanager
@@ -376,7 +411,8 @@ def _batch_statistics(image: Tensor) -> Iterator[None]:
 
 def _build_dejavu(spec: dict[str, Any], task: Task) -> DejaVuLoss:
     try:
-        return DejaVuLoss(task.channels, adapter=task.condition, **spec)
+        with _options("model.dejavu", DejaVuLoss):
+            return DejaVuLoss(task.channels, adapter=task.condition, **spec)
     except TypeError as e:
         raise ValueError(f"model.dejavu: bad config key or value: {e}") from None
 
