@@ -181,7 +181,7 @@ def test_boundary_iou_sees_a_shifted_edge_that_miou_barely_sees():
     shifted = torch.roll(target, shifts=2, dims=2)
     metrics = Segmentation(2).metrics()
     metrics.update(torch.nn.functional.one_hot(shifted, 2).permute(0, 3, 1, 2).float(), target)
-    got = {k: float(v) for k, v in metrics.compute().items()}
+    got = {k: float(v) for k, v in metrics.compute().items() if v.dim() == 0}
     assert got["mIoU"] > 0.85 and got["boundary_iou"] < 0.6
     ignored = target.clone()
     ignored[:, :, 30:] = 255  # ignore_index: the boundary there no longer counts

@@ -341,7 +341,7 @@ def _batched(net: nn.Module, images: list[Tensor], device: str) -> list[Tensor]:
 
 def predict_main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="dejavu predict", description="Run a trained network over images and "
-                                "write its predictions (see the README: Training with the dejavu command).")
+                                "write its predictions (docs/training.md).")
     p.add_argument("run", help="a finished run folder (holding model.json and model.safetensors)")
     p.add_argument("input", help="a folder of images, one image, or a quoted glob ('photos/*.jpg')")
     p.add_argument("--out", required=True, help="folder for the prediction files")

@@ -291,7 +291,7 @@ class DenseDataModule(L.LightningDataModule):
         except TypeError as e:
             raise ValueError(f"data.dataset: {self.dataset_class.__name__}({kwargs}) failed: {e}") from None
         return _not_empty(ds, f"the {split!r} split of {self.dataset_class.__name__} under {kwargs.get('root')}",
-                          "check --data.root and the dataset's layout (README: Datasets)")
+                          "check --data.root and the dataset's layout (docs/data.md)")
 
     def _size(self, evaluation: bool = False) -> tuple[int, int] | None:
         size = self.hparams.eval_size if evaluation and self.hparams.eval_size != "size" else self.hparams.size

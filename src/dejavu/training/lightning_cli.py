@@ -48,12 +48,22 @@ class RunConfig(SaveConfigCallback):
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
+COMMAND_SETTINGS = ("ckpt_path", "weights_only")  # how this command ran, not what the run is
+
+
 def save_config(parser: Any, config: Any, path: Path) -> None:
     """Write a resolved config so that ``--config PATH`` alone gives the same config back: every key,
-    ``null`` values included (a dropped ``data.size: null`` read back as the default 64x64), and no
-    ``base:`` (it is already resolved into the values)."""
+    ``null`` values included (a dropped ``data.size: null`` read back as the default 64x64), no
+    ``base:`` (it is already resolved into the values), and none of :data:`COMMAND_SETTINGS`."""
+    config = config.clone()
     config["base"] = None
-    parser.save(config, path, overwrite=True, multifile=False, skip_none=False)
+    for key in COMMAND_SETTINGS:
+        if key in config:
+            del config[key]
+    try:
+        parser.save(config, path, overwrite=True, multifile=False, skip_unset=False)
+    except TypeError:  # jsonargparse before 4.49 calls it skip_none
+        parser.save(config, path, overwrite=True, multifile=False, skip_none=False)
 
 
 EVALUATION_SETTINGS = ("test_noise",)  # model settings of an evaluation, not of the trained network
