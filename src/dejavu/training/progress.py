@@ -117,10 +117,12 @@ class _Unwanted(logging.Filter):
         return not record.getMessage().startswith(self.UNWANTED)
 
 
-KNOWN_WARNINGS = (  # deprecations inside Lightning and torchdata, and an eval-mode LPIPS that is meant to be
-    ".*isinstance.treespec, LeafSpec.*",
+KNOWN_WARNINGS = (  # deprecations inside Lightning and torchdata, an eval-mode LPIPS that is meant to be,
+    ".*isinstance.treespec, LeafSpec.*",  # and Lightning's notes on what our run folders do by design
     "'set_vital' is deprecated",
     r"Found \d+ module\(s\) in eval mode at the start of training",
+    r"Checkpoint directory .* exists and is not empty",  # a resume: fit refuses other existing folders
+    r"The dirpath has changed from",  # evaluating a checkpoint from another --run_dir
 )
 
 
