@@ -259,3 +259,14 @@ def test_synthetic_video_poses_and_the_selfsup_loss():
     # evaluation is median-scaled: a prediction right up to scale scores perfectly
     metrics = task.compute_metrics(raw_for(batch["depth"] * 0.3), batch)
     assert metrics["abs_rel"] < 1e-3 and metrics["delta1"] == 1.0
+
+
+def test_figures_carry_a_legend_of_the_classes():
+    """figure.png showed class colours without saying which class each was."""
+    from dejavu.training.figures import legend_handles
+
+    seg = Segmentation(3, class_names=["road", "car", "sky"])
+    handles = legend_handles(MultiTask([Depth(), seg]), palette=[(255, 0, 0), (0, 255, 0), (0, 0, 255)])
+    assert [h.get_label() for h in handles] == ["road", "car", "sky"]
+    assert tuple(handles[1].get_facecolor()[:3]) == (0.0, 1.0, 0.0)
+    assert legend_handles(Depth()) == [] and legend_handles(Segmentation(3)) == []  # nothing to name
