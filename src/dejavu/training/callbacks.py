@@ -244,13 +244,14 @@ class LastCheckpoint(Checkpoint):
     """
 
     def __init__(self, path: str | Path, every_n_steps: int = 0) -> None:
-        self.path, self.every_n_steps = Path(path), every_n_steps
+        self.path, self.every_n_steps, self.saved_step = Path(path), every_n_steps, -1
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        if (self.every_n_steps and step % self.every_n_steps == 0 and step > 0
-                and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+        step = trainer.global_step  # with gradient accumulation, several batches end at one step: save once
+        if (self.every_n_steps and step % self.every_n_steps == 0 and step > self.saved_step
+                and step > 0 and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
             trainer.save_checkpoint(self.path, weights_only=False)
+            self.saved_step = step
 
     def on_train_epoch_end(self, trainer: L.Trainer, module) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # the whole state: a resume continues from it
