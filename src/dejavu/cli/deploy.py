@@ -22,7 +22,7 @@ from ..data import distinct_palette
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image
 from ..models import create_model, load_weights
 from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, Task, create_task
-from ..training.callbacks import atomic_write
+from ..training.callbacks import atomic_write, file_in_the_way
 from ..weights import verify_file
 
 __all__ = ["export_main", "load_run", "predict_main"]
@@ -138,7 +138,7 @@ def _check_export_path(run: Path, out: Path) -> None:
 
 
 def _check_under_folders(command: str, out: Path) -> None:
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(out)
     if blocking is not None:
         raise ValueError(f"{command}: --out {out} lies under {blocking}, which is a file, not a folder")
 

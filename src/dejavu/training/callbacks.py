@@ -102,6 +102,11 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The first folder above ``path`` that exists as a file (nothing can be written under it), if any."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+
+
 def export_inference_model(module, run_dir: Path) -> dict[str, Path]:
     """Save the base network alone (no CRM, no LPIPS): ``model.safetensors``, ``model.pt`` (a plain
     state dict for ``torch.load(weights_only=True)``) and ``model.json`` (how to rebuild it)."""

@@ -25,7 +25,15 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Mo
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from .callbacks import AtomicCheckpointIO, LastCheckpoint, RandomState, RunArtifacts, read_checkpoint, test_metrics_name
+from .callbacks import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    RandomState,
+    RunArtifacts,
+    file_in_the_way,
+    read_checkpoint,
+    test_metrics_name,
+)
 from .datamodule import DenseDataModule, class_names, dataset_class
 from .module import DejaVuModule
 from .progress import RunModelSummary, RunProgressBar, quiet
@@ -179,7 +187,7 @@ class DejaVuCLI(LightningCLI):
             return run_dir
         if run_dir.exists() and not run_dir.is_dir():
             raise SystemExit(f"dejavu fit: --run_dir {run_dir} is a file, not a folder; choose another --run_dir")
-        blocking = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+        blocking = file_in_the_way(run_dir)
         if blocking is not None:
             raise SystemExit(f"dejavu fit: --run_dir {run_dir} lies under {blocking}, which is a file, not a folder; "
                              "choose another --run_dir")
