@@ -351,6 +351,9 @@ def write_kitti_raw(root):
 # ------------------------------------------------------------------------------------ paper recipes
 RECIPES = {  # config, fake layout, what makes a 2-step CPU run of it small
     "coco/panoptic_dejavu.yaml": (write_coco, ["--data.size", "[32, 32]", "--model.task.sigma", "2"]),
+    "coco/panoptic_mask2former_dejavu.yaml": (write_coco, ["--data.size", "[64, 64]"]),  # Swin-T, 100 queries
+    "cityscapes/dejavu_ocr.yaml": (write_cityscapes, ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]),
+    "ade20k/dejavu_poolformer.yaml": (write_ade20k, ["--data.size", "[64, 64]"]),
     "cityscapes/dejavu.yaml": (write_cityscapes, ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]),
     "ade20k/dejavu.yaml": (write_ade20k, ["--data.size", "[64, 64]"]),
     "nyud/multitask_dejavu.yaml": (write_nyud, ["--data.size", "[32, 64]"]),

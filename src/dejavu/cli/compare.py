@@ -148,6 +148,8 @@ def _task_kind(task: dict) -> str:
     since a config may leave them to the dataset."""
     if task.get("name") == "multitask":
         return "multitask[" + ", ".join(str(t.get("name")) for t in task.get("tasks", [])) + "]"
+    if task.get("name") == "query_panoptic":  # a query-based network's panoptic maps: the same PQ, SQ, RQ, mIoU
+        return "panoptic"
     return str(task.get("name"))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from ..data import distinct_palette
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image
-from ..models import create_model, load_weights
+from ..models import QueryPrediction, create_model, load_weights
 from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, Task, create_task
 from ..training.callbacks import atomic_write, file_in_the_way
 from ..weights import verify_file
@@ -100,15 +101,16 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
     dynamic = {"x": {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}}
     with torch.no_grad():
         try:
-            expected = net(x)
+            output = net(x)
         except RuntimeError as e:
             raise ValueError(f"dejavu export: the network cannot run on an example of --size {size[0]} {size[1]} "
                              f"({str(e).splitlines()[0]}); give a larger --size, e.g. 256 256") from None
+        expected = _tensors(output)
         if fmt == "exported-program":
             program = torch.export.export(net, (x,), dynamic_shapes=dynamic)
             atomic_write(out, lambda tmp: torch.export.save(program, tmp))
             verify_file(out, "exported program")  # a zip archive: every record against its CRC-32
-            got = torch.export.load(out).module()(x)
+            got = _tensors(torch.export.load(out).module()(x))
         else:
             try:
                 import onnxruntime
@@ -118,12 +120,31 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
             # one file when the weights fit protobuf's 2 GB limit; beyond it, the weights go to OUT.data
             # beside it (the file names that one, so both move together)
             one_file = sum(t.numel() * t.element_size() for t in net.state_dict().values()) < ONNX_ONE_FILE_BYTES
-            atomic_write(out, lambda tmp: torch.onnx.export(
-                net, (x,), tmp, dynamo=True, dynamic_shapes=dynamic, input_names=["image"],
-                output_names=["prediction"], verbose=False, external_data=not one_file))
+            names = list(output._fields) if isinstance(output, QueryPrediction) else ["prediction"]
+            try:
+                atomic_write(out, lambda tmp: torch.onnx.export(
+                    net, (x,), tmp, dynamo=True, dynamic_shapes=dynamic, input_names=["image"],
+                    output_names=names, verbose=False, external_data=not one_file))
+            except torch.onnx.errors.OnnxExporterError as e:  # its ConversionError names the operator it failed at
+                op = re.search(r"target=(torch\.ops\.[\w.]+)", str(e))
+                raise ValueError(f"dejavu export: the network does not convert to ONNX with a dynamic batch, height "
+                                 f"and width{f' (at {op.group(1)})' if op else ''}: {_gist(e)}; --format "
+                                 "exported-program keeps PyTorch's own operators") from None
             session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-            got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
-    return out, float((got - expected).abs().max())
+            got = tuple(torch.from_numpy(y) for y in session.run(None, {"image": x.numpy()}))
+    return out, max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True))
+
+
+def _gist(error: Exception) -> str:
+    """The exception summary of the ONNX exporter's report, or its first line."""
+    text = str(error)
+    summary = re.search(r"Exception summary\s+(.+)", text)
+    return (summary.group(1) if summary else text.splitlines()[0])[:300]
+
+
+def _tensors(output: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """A network's output as a tuple of tensors: one for a dense network, two for a :class:`QueryPrediction`."""
+    return tuple(output) if isinstance(output, tuple) else (output,)
 
 
 def _check_export_path(run: Path, out: Path) -> None:
@@ -196,10 +217,11 @@ def _write_image(image: Image.Image, path: Path) -> None:
     atomic_write(path, image.save)
 
 
-def _save(task: Task, raw: Tensor, stem: str, out: Path, meta: dict[str, Any], raw_ids: bool) -> list[np.ndarray]:
-    """Write one image's prediction files; returns the RGB views for an overlay."""
+def _save(task: Task, raw: Tensor | QueryPrediction, stem: str, out: Path, meta: dict[str, Any], raw_ids: bool
+          ) -> list[np.ndarray]:
+    """Write one image's prediction files (``raw``: a batch of one); returns the RGB views for an overlay."""
     views = []
-    parts = task.split(raw[None]) if isinstance(task, MultiTask) else [raw[None]]
+    parts = task.split(raw) if isinstance(task, MultiTask) else [raw]
     for t, part in zip(task.tasks if isinstance(task, MultiTask) else [task], parts, strict=True):
         if isinstance(t, Segmentation):
             ids = part[0].argmax(0).numpy()
@@ -319,7 +341,10 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
             images_in = images
         raw = _batched(net, images_in, device)
         for f, image, r in zip(chunk, images, raw, strict=True):
-            r = F.interpolate(r[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
+            if isinstance(r, QueryPrediction):
+                r = r.resized(image.shape[-2:])
+            else:
+                r = F.interpolate(r, size=image.shape[-2:], mode="bilinear", align_corners=False)
             views = _save(task, r, f.stem, out, meta, raw_ids)
             if overlay:
                 rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
@@ -328,15 +353,20 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
 
 
 @torch.no_grad()
-def _batched(net: nn.Module, images: list[Tensor], device: str) -> list[Tensor]:
-    """The network's raw output for each image, the images of one size run together."""
-    outputs: list[Tensor | None] = [None] * len(images)
+def _batched(net: nn.Module, images: list[Tensor], device: str) -> list[Tensor | QueryPrediction]:
+    """The network's raw output for each image (a batch of one), the images of one size run together."""
+    outputs: list[Tensor | QueryPrediction | None] = [None] * len(images)
     for shape in dict.fromkeys(im.shape for im in images):
         indices = [i for i, im in enumerate(images) if im.shape == shape]
-        raw = net(torch.stack([images[i] for i in indices]).to(device)).float().cpu()
+        raw = net(torch.stack([images[i] for i in indices]).to(device))
+        raw = raw.apply(_on_cpu).images() if isinstance(raw, QueryPrediction) else _on_cpu(raw).split(1)
         for i, r in zip(indices, raw, strict=True):
             outputs[i] = r
     return outputs
+
+
+def _on_cpu(x: Tensor) -> Tensor:
+    return x.float().cpu()
 
 
 def predict_main(argv: list[str] | None = None) -> None:

@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..weights import from_hub, read_file, read_tensors
+from .mask2former import Mask2Former, QueryPrediction, build_mask2former
+from .ocr import OCR
 from .segnet_mtl import SegNetMTL
 from .shared_attention import SharedAttention
 from .unet import UNet
 
-__all__ = ["MODELS", "SegNetMTL", "SharedAttention", "UNet", "create_model", "load_encoder_weights", "load_weights",
-           "model_cost",
-           "register_model"]
+__all__ = ["MODELS", "OCR", "Mask2Former", "QueryPrediction", "SegNetMTL", "SharedAttention", "UNet", "create_model",
+           "load_encoder_weights", "load_weights", "model_cost", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -53,6 +54,12 @@ def _dejavu_sa(out_channels: int | Sequence[int], base: dict | None = None, **kw
     return SharedAttention(create_model(spec.pop("name"), out_channels, **spec), _total(out_channels), **kwargs)
 
 
+@register_model("mask2former")
+def _mask2former(out_channels: int | Sequence[int], **kwargs) -> nn.Module:
+    """Hugging Face's Mask2Former for ``out_channels`` classes (:func:`.mask2former.build_mask2former`)."""
+    return build_mask2former(_total(out_channels), **kwargs)
+
+
 def model_cost(model: nn.Module, size: tuple[int, int] = (128, 128)) -> dict[str, int]:
     """Parameters and forward FLOPs (``torch.utils.flop_counter``, one multiply-add = 2 FLOPs) of
     ``model`` on one ``3 x H x W`` image, in eval mode."""
@@ -75,19 +82,42 @@ def _smp(arch: str, out_channels: int | Sequence[int], encoder: str = "resnet18"
         return smp.create_model(arch, encoder_name=encoder, encoder_weights=weights, classes=_total(out_channels),
                                 **kwargs)
 
+    model = _with_encoder_weights(build, f"create_model({'smp:' + arch!r}, encoder={encoder!r})", encoder,
+                                  encoder_weights, offline)
+    if getattr(model, "requires_divisible_input_shape", False):
+        pad_to_stride(model, model.encoder.output_stride)
+    return model
+
+
+@register_model("ocr")
+def _ocr(out_channels: int | Sequence[int], encoder: str = "tu-hrnet_w18", encoder_weights: str | Path | None = None,
+         offline: bool | None = None, **kwargs) -> nn.Module:
+    """HRNet-OCR's head (:class:`~dejavu.models.ocr.OCR`) on any segmentation_models_pytorch encoder."""
+    import segmentation_models_pytorch as smp
+
+    # timm's HRNet gives its branches widened (128...1024 channels) unless asked for them as they are:
+    # HRNetV2's representation, which OCR reads, is the branches themselves (18 + 36 + 72 + 144 for W18)
+    raw_branches = {"feature_location": ""} if encoder.startswith("tu-hrnet") else {}
+
+    def build(weights: str | None) -> nn.Module:
+        return OCR(smp.encoders.get_encoder(encoder, weights=weights, **raw_branches), _total(out_channels), **kwargs)
+
+    return _with_encoder_weights(build, f"create_model('ocr', encoder={encoder!r})", encoder, encoder_weights,
+                                 offline)
+
+
+def _with_encoder_weights(build: Callable[[str | None], nn.Module], what: str, encoder: str,
+                          encoder_weights: str | Path | None, offline: bool | None) -> nn.Module:
+    """``build(weights_name)``'s network, its ``encoder`` loaded from a local file or, for a weights name
+    ("imagenet"...), fetched by smp (timm for ``tu-`` encoders) from the Hugging Face Hub."""
     if encoder_weights is None or _is_path(encoder_weights):
         model = build(None)
         if encoder_weights is not None:
             load_encoder_weights(model.encoder, encoder_weights)
-    else:  # a weights name ("imagenet"...): smp fetches it (timm for "tu-" encoders) from the Hugging Face Hub
-        repo = _hub_repo(encoder, str(encoder_weights)) or f"the {encoder_weights!r} weights of {encoder!r}"
-        ways_out = ("encoder_weights=PATH (a state dict of the encoder)",
-                    "train from scratch with encoder_weights=None")
-        model = from_hub(lambda: build(str(encoder_weights)), f"create_model({'smp:' + arch!r}, encoder={encoder!r})",
-                         repo, ways_out, offline)
-    if getattr(model, "requires_divisible_input_shape", False):
-        pad_to_stride(model, model.encoder.output_stride)
-    return model
+        return model
+    repo = _hub_repo(encoder, str(encoder_weights)) or f"the {encoder_weights!r} weights of {encoder!r}"
+    ways_out = ("encoder_weights=PATH (a state dict of the encoder)", "train from scratch with encoder_weights=None")
+    return from_hub(lambda: build(str(encoder_weights)), what, repo, ways_out, offline)
 
 
 def pad_to_stride(model: nn.Module, stride: int) -> None:

@@ -21,8 +21,10 @@ from .dense import Depth, MultiTask, Normals, Segmentation
 from .metrics import AngleMetrics, DepthMetrics, PanopticMetrics
 from .panoptic import Panoptic
 from .pretext import Denoising, MaskedModeling
+from .query_panoptic import QueryPanoptic
 from .registry import TASKS, create_task, register_task
 from .selfsup import SelfSupervisedDepth
 
 __all__ = ["TASKS", "AngleMetrics", "Denoising", "Depth", "DepthMetrics", "MaskedModeling", "MultiTask", "Normals",
-           "Panoptic", "PanopticMetrics", "Segmentation", "SelfSupervisedDepth", "Task", "create_task", "register_task"]
+           "Panoptic", "PanopticMetrics", "QueryPanoptic", "Segmentation", "SelfSupervisedDepth", "Task", "create_task",
+           "register_task"]

@@ -20,6 +20,17 @@ class Task:
     key: str
     channels: int
     monitor: tuple[str, str]
+    query_based = False  # True: the network predicts per query (a QueryPrediction), not per pixel
+
+    @property
+    def condition_channels(self) -> int:
+        """The channels of DejaVu's condition (``condition(render(raw))``)."""
+        return self.channels
+
+    def render(self, raw: Tensor) -> Tensor:
+        """The per-pixel map of a prediction, which :meth:`condition` takes: the raw output itself for a
+        dense network; a query-based network's masks rendered into per-pixel maps."""
+        return raw
 
     def _target(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
         if isinstance(target, Mapping):
@@ -29,6 +40,10 @@ class Task:
         return target
 
     def _check_raw(self, raw: Tensor) -> None:
+        if not isinstance(raw, Tensor):
+            raise ValueError(f"{type(self).__name__}: the prediction must be a tensor (B, {self.channels}, H, W), got "
+                             f"a {type(raw).__name__}; a query-based network (mask2former) goes with the "
+                             "query_panoptic task")
         if raw.dim() != 4 or raw.shape[1] != self.channels:
             raise ValueError(f"{type(self).__name__}: prediction must have shape (B, {self.channels}, H, W), "
                              f"got {tuple(raw.shape)}")

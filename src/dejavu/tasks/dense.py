@@ -224,6 +224,9 @@ class MultiTask(Task):
         if not tasks:
             raise ValueError("MultiTask: tasks must not be empty (give tasks=[{'name': ...}, ...] or Task objects)")
         tasks = [t if isinstance(t, Task) else create_task(**dict(t)) for t in tasks]
+        if any(t.query_based for t in tasks):
+            raise ValueError("MultiTask: its tasks share one dense output, split by channels; a query-based task "
+                             "(query_panoptic) has none: train it on its own")
         if weights is not None and len(weights) != len(tasks):
             raise ValueError(f"MultiTask: need one weight per task ({len(tasks)}), got {weights!r}")
         self.tasks, self.weights = list(tasks), list(weights or [1.0] * len(tasks))

@@ -2,10 +2,10 @@
 predicts semantic logits, an instance-centre heatmap and each pixel's offset to its instance's
 centre; grouping thing pixels around the centre they point to gives the instances.
 
-Why this and not Mask2Former (the DejaVu paper's COCO network): every output is a dense map, so the
-head sits on any network of :func:`dejavu.models.create_model`, trains on a CPU in the tests, and
-DejaVu's condition is simply these maps; a query-based network has no per-pixel output to
-condition on without first rendering its masks.
+Every output is a dense map, so the head sits on any network of :func:`dejavu.models.create_model`
+and DejaVu's condition is simply these maps. The DejaVu paper's COCO network, Mask2Former, is
+query-based: :class:`~dejavu.tasks.QueryPanoptic` trains it and renders its masks into the map
+DejaVu conditions on.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..data import distinct_palette
 from ..losses import blank_condition
+from ..models import QueryPrediction
 from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, SelfSupervisedDepth, Task
 
 
@@ -77,7 +78,8 @@ def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[st
     Args:
         images: ``(B, 3, H, W)`` in ``[0, 1]``.
         targets: the batch dict (ground truth under each task's ``key``).
-        predictions: raw network outputs ``(B, C, H, W)`` by name (e.g. ``{"baseline": ..., "DejaVu": ...}``).
+        predictions: raw network outputs ``(B, C, H, W)`` (or a query-based network's
+            :class:`~dejavu.models.QueryPrediction`) by name (e.g. ``{"baseline": ..., "DejaVu": ...}``).
         redacted, regenerated: ``(B, 3, H, W)`` in ``[0, 1]`` from :class:`dejavu.DejaVuLoss`, if any.
         regenerated_blank: the same regeneration from a blank condition
             (:func:`dejavu.losses.blank_condition`): what the CRM makes without the prediction.
@@ -90,7 +92,9 @@ def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[st
         columns.append((f"{t.name}: ground truth", [colourise(t, y, True, palette) for y in truth]))
         for name, raw in predictions.items():
             part = _split(task, raw)[i]
-            columns.append((f"{t.name}: {name}", [colourise(t, p, False, palette) for p in part]))
+            pics = ([colourise(t, p, True, palette) for p in t.decode(part, images.shape[-2:])] if t.query_based
+                    else [colourise(t, p, False, palette) for p in part])
+            columns.append((f"{t.name}: {name}", pics))
     for title, extra in (("redacted", redacted), ("regenerated", regenerated),
                          ("regenerated from a blank condition", regenerated_blank)):
         if extra is not None:
@@ -129,7 +133,7 @@ def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_
     blank = None
     loss = module.dejavu_loss
     if loss is not None:
-        cond = loss.condition(batch["image"], raw)
+        cond = loss.condition(batch["image"], module.task.render(raw))
         images = {}
         for name, c in (("prediction", cond), ("blank", blank_condition(cond))):
             generator = torch.Generator(module.device).manual_seed(generator_seed)  # one mask for both
@@ -139,8 +143,13 @@ def module_figure(module, batch: dict[str, Tensor], path: str | Path, generator_
     module.train(was_training)
     cpu = {k: v.float().cpu() if k == "image" else v.cpu() for k, v in batch.items()}
     images = [None if x is None else x.float().cpu() for x in (redacted, regenerated, blank)]
-    return dejavu_figure(path, cpu["image"], module.task, cpu, {"prediction": raw.float().cpu()}, *images,
+    raw = raw.apply(_on_cpu) if isinstance(raw, QueryPrediction) else _on_cpu(raw)
+    return dejavu_figure(path, cpu["image"], module.task, cpu, {"prediction": raw}, *images,
                          palette=palette)
+
+
+def _on_cpu(x: Tensor) -> Tensor:
+    return x.float().cpu()
 
 
 def legend_handles(task: Task, palette: Sequence[Sequence[int]] | None = None) -> list[Patch]:

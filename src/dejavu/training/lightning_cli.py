@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Mo
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from ..tasks import TASKS, Panoptic, Segmentation
 from .callbacks import (
     AtomicCheckpointIO,
     LastCheckpoint,
@@ -393,9 +394,10 @@ def fill_class_counts(task: dict[str, Any], dataset: str | dict) -> None:
              "class_names": names}
     things = init_args.get("things", getattr(cls, "things", None))
     for spec in task.get("tasks") or [task]:
-        if spec.get("name") not in ("segmentation", "panoptic"):
+        kind = TASKS.get(spec.get("name"))
+        if kind is None or not issubclass(kind, (Segmentation, Panoptic)):
             continue
-        if spec["name"] == "panoptic" and things is not None:
+        if issubclass(kind, Panoptic) and things is not None:
             if spec.get("things") is None:
                 spec["things"] = list(things)
             elif sorted(spec["things"]) != sorted(things):  # PQ_th and PQ_st would split the classes wrongly

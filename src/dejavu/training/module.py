@@ -69,12 +69,16 @@ HEADS = ("head", "heads", "segmentation_head")
 def parameter_groups(module: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 1.0,
                      no_decay_norm_bias: bool = False, exclude: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
     """The trainable parameters of ``module`` (but those whose ``id`` is in ``exclude``) in optimiser
-    groups by learning rate and weight decay: the network's head (:data:`HEADS`, or all but an smp
-    network's ``encoder``) at ``head_lr_mult * lr``, normalisation parameters and biases without decay
-    when ``no_decay_norm_bias``. Auxiliaries train at ``lr``."""
+    groups by learning rate and weight decay: the network's head (:data:`HEADS`, or all but the
+    ``encoder`` of a network that has one: smp's, OCR, Mask2Former) at ``head_lr_mult * lr``,
+    normalisation parameters and biases without decay when ``no_decay_norm_bias``. Auxiliaries train
+    at ``lr``."""
     net = getattr(module, "net", module)
-    head = {id(p) for name, p in net.named_parameters()
-            if (name.split(".")[0] != "encoder" if hasattr(net, "encoder") else name.split(".")[0] in HEADS)}
+    if isinstance(getattr(net, "encoder", None), nn.Module):  # smp's networks, OCR, Mask2Former's backbone
+        encoder = {id(p) for p in net.encoder.parameters()}
+        head = {id(p) for p in net.parameters() if id(p) not in encoder}
+    else:
+        head = {id(p) for name, p in net.named_parameters() if name.split(".")[0] in HEADS}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for owner in module.modules():
         for name, p in owner.named_parameters(recurse=False):
@@ -171,13 +175,20 @@ class DejaVuModule(L.LightningModule):
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"model.optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         self.task: Task = _build("model.task", create_task, task)
+        if inference and self.task.query_based:
+            raise ValueError(f"model.inference averages dense outputs over views; the {self.task.name} task's "
+                             "predictions are per query: leave model.inference null")
         self.task_modules = nn.ModuleDict(self.task.modules())  # registered: trained, moved and saved with the rest
         heads = [t.channels for t in self.task.tasks] if isinstance(self.task, MultiTask) else self.task.channels
         self.net: nn.Module = _build("model.network", create_model, network, out_channels=heads)
+        self.auxiliary_outputs = _has_auxiliary_outputs(self.net)
         if pretrained:
             skipped = load_weights(self.net, pretrained, strict=False)
             rank_zero_info(f"model.pretrained: loaded {pretrained}; kept the initial values of {skipped or 'nothing'}")
         self.dejavu_loss = None if dejavu is None else _build_dejavu(dejavu, self.task)
+        if (cyclic_weight > 0 or text_supervision or isinstance(self.net, SharedAttention)) and self.task.query_based:
+            raise ValueError(f"model.cyclic_weight, model.text_supervision and dejavu_sa compare dense outputs; the "
+                             f"{self.task.name} task's predictions are per query: train it with model.dejavu alone")
         if (cyclic_weight > 0 or text_supervision) and self.dejavu_loss is None:
             raise ValueError("model.cyclic_weight and model.text_supervision extend DejaVu: set model.dejavu too")
         # the extensions, each an auxiliary objective that returns its named losses
@@ -221,13 +232,18 @@ class DejaVuModule(L.LightningModule):
         return self.net(image)
 
     # ------------------------------------------------------------------------------ training
-    def predict(self, image: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def predict(self, image: Tensor, auxiliary: bool = False) -> tuple[Tensor, dict[str, Any]]:
         """The prediction, and what else the network made for the auxiliary objectives (a DejaVu-SA
-        network's regenerated image as ``"sa_regenerated"``)."""
+        network's regenerated image as ``"sa_regenerated"``); with ``auxiliary``, a network's own
+        auxiliary predictions of the task as ``"deep_supervision"``, ``[(weight, prediction), ...]``
+        (OCR's soft object regions, Mask2Former's intermediate decoder layers), if it has any."""
         image = image.contiguous(memory_format=self.memory_format)
         if isinstance(self.net, SharedAttention):
             enhanced, regenerated, _ = self.net.forward_train(image)
             return enhanced, {"sa_regenerated": regenerated}
+        if auxiliary and self.auxiliary_outputs:
+            raw, deep = self.net(image, auxiliary=True)
+            return raw, {"deep_supervision": deep}
         return self.net(image), {}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -244,14 +260,18 @@ class DejaVuModule(L.LightningModule):
             return self.checked(out.loss, {"dejavu_loss": out.loss, "regen_mse": out.mse})
         if self.augmentation is not None and torch.rand(()) < self.augment_p:
             image = self.augmentation(image)
-        raw, extras = self.predict(image)
+        raw, extras = self.predict(image, auxiliary=True)
         task_loss = self.task.loss(raw, batch)
         loss = task_loss
         logs = {"train/task_loss": task_loss}
+        deep = extras.pop("deep_supervision", ())
+        if deep:
+            logs["train/deep_supervision"] = sum(w * self.task.loss(aux, batch) for w, aux in deep)
+            loss = loss + logs["train/deep_supervision"]
         out = None
         if self.dejavu_loss is not None:
             try:
-                out = self.dejavu_loss(image, raw)
+                out = self.dejavu_loss(image, self.task.render(raw))
             except NonFiniteError as e:  # the network's weights diverged at the last update, or the data is bad
                 self.checked(loss, {**logs, "prediction": loss.new_tensor(math.nan)}, f"{e}. ", sync=True)
             loss = loss + out.loss
@@ -344,8 +364,9 @@ class DejaVuModule(L.LightningModule):
         self.log("val/task_loss", self.task.loss(raw, batch), batch_size=batch["image"].shape[0], sync_dist=True)
         self.task.update_metrics(self.val_metrics, raw, batch)
         if self.val_regen is not None:
-            generator = torch.Generator(raw.device).manual_seed(batch_idx)  # the same masks at every epoch
-            regen = self.dejavu_loss.reliance(batch["image"], raw, self.task.target_condition(batch), generator)
+            generator = torch.Generator(batch["image"].device).manual_seed(batch_idx)  # the same masks at every epoch
+            regen = self.dejavu_loss.reliance(batch["image"], self.task.render(raw), self.task.target_condition(batch),
+                                              generator)
             for key, value in regen.items():
                 if key in self.val_regen:
                     self.val_regen[key].update(value, weight=batch["image"].shape[0])
@@ -388,6 +409,11 @@ class DejaVuModule(L.LightningModule):
         self.guard.load_state_dict(checkpoint.get("divergence_reference", {}))
 
 
+def _has_auxiliary_outputs(net: nn.Module) -> bool:
+    """Whether ``net`` takes ``auxiliary=True`` and then also returns its auxiliary predictions."""
+    return "auxiliary" in inspect.signature(net.forward).parameters
+
+
 def _scalars_and_arrays(prefix: str, computed: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Metrics to log (scalars), and the rest (a confusion matrix), which the run writes to its files."""
     scalars = {f"{prefix}/{k}": v.float() for k, v in computed.items() if v.dim() == 0}
@@ -412,7 +438,7 @@ def _batch_statistics(image: Tensor) -> Iterator[None]:
 def _build_dejavu(spec: dict[str, Any], task: Task) -> DejaVuLoss:
     try:
         with _options("model.dejavu", DejaVuLoss):
-            return DejaVuLoss(task.channels, adapter=task.condition, **spec)
+            return DejaVuLoss(task.condition_channels, adapter=task.condition, **spec)
     except TypeError as e:
         raise ValueError(f"model.dejavu: bad config key or value: {e}") from None
 

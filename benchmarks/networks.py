@@ -1,0 +1,87 @@
+"""Parameters and training-step time of the shipped configs' networks, without and with DejaVu.
+
+One step is ``DejaVuModule.training_step`` (the task loss with any deep supervision, the DejaVu loss
+in the config's setting with LPIPS on random weights, backward) and the optimiser steps, as
+``dejavu fit`` runs it; median of the timed steps after one warm-up, on procedural scenes.
+
+    python benchmarks/networks.py                      # every network, 256x256, batch 2
+    python benchmarks/networks.py --only ocr --size 128 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dejavu.data import SyntheticScenes
+from dejavu.training.module import DejaVuModule
+
+CITYSCAPES = {"redaction": {"name": "random_blocks", "block_size": 32, "threshold": 0.4}, "regenerator": "recursive",
+              "regenerator_kwargs": {"steps": 20}, "lpips_weight": 0.3, "lpips_weights": "random"}
+COCO = {"redaction": {"name": "checkerboard", "block_size": 8}, "regenerator": "forward",
+        "regenerator_kwargs": {"stages": 2}, "lpips_weight": 0.1, "lpips_weights": "random"}
+SYNTHETIC = {**COCO, "lpips_weight": 0.0}
+THINGS = list(range(3, 83))  # COCO's 80 things, the scenes' 3 among them
+
+NETWORKS = {  # name: (network, task, DejaVu setting of its config)
+    "unet (synthetic)": ({"name": "unet", "width": 16, "depth": 3}, {"name": "segmentation", "num_classes": 6},
+                         SYNTHETIC),
+    "smp:FPN hrnet_w18 (cityscapes)": ({"name": "smp:FPN", "encoder": "tu-hrnet_w18"},
+                                       {"name": "segmentation", "num_classes": 19}, CITYSCAPES),
+    "ocr hrnet_w18 (cityscapes, OCR)": ({"name": "ocr", "encoder": "tu-hrnet_w18"},
+                                        {"name": "segmentation", "num_classes": 19}, CITYSCAPES),
+    "smp:UPerNet convnext_tiny (ade20k)": ({"name": "smp:UPerNet", "encoder": "tu-convnext_tiny"},
+                                           {"name": "segmentation", "num_classes": 150}, CITYSCAPES),
+    "smp:FPN poolformer_m48 (ade20k, PoolFormer)": ({"name": "smp:FPN", "encoder": "tu-poolformer_m48"},
+                                                    {"name": "segmentation", "num_classes": 150}, CITYSCAPES),
+    "smp:FPN resnet50 bottom-up panoptic (coco)": ({"name": "smp:FPN", "encoder": "resnet50"},
+                                                   {"name": "panoptic", "num_classes": 133, "things": THINGS}, COCO),
+    "mask2former swin_tiny (coco, Mask2Former)": ({"name": "mask2former", "backbone": "swin_tiny"},
+                                                  {"name": "query_panoptic", "num_classes": 133, "things": THINGS},
+                                                  COCO),
+}
+
+
+def step_seconds(module: DejaVuModule, batch: dict[str, torch.Tensor], rounds: int) -> float:
+    optimizers = module.configure_optimizers()["optimizer"]
+    module.log = module.log_dict = lambda *a, **k: None  # no trainer to log to
+    times = []
+    for r in range(rounds + 1):  # one warm-up
+        t = time.perf_counter()
+        loss = module.training_step(batch, 0)
+        optimizers.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers.step()
+        if r:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256))
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", default=None, help="run the networks whose name contains this")
+    a = p.parse_args()
+    scenes = SyntheticScenes(a.batch, size=tuple(a.size))
+    batch = {k: torch.stack([scenes[i][k] for i in range(a.batch)]) for k in ("image", "semantic", "instance")}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.batch} x 3 x {a.size[0]} x {a.size[1]}, "
+          f"median of {a.rounds} steps\n")
+    print("| network | parameters | s / step | with DejaVu | ratio |\n|---|---|---|---|---|")
+    for name, (network, task, dejavu) in NETWORKS.items():
+        if a.only and a.only not in name:
+            continue
+        torch.manual_seed(0)
+        base = DejaVuModule(network, task, lr=0.0)  # a zero learning rate: the same work, finite numbers
+        params = sum(q.numel() for q in base.net.parameters())
+        t0 = step_seconds(base, batch, a.rounds)
+        t1 = step_seconds(DejaVuModule(network, task, dejavu=dejavu, lr=0.0, crm_lr=1e-12), batch, a.rounds)
+        print(f"| {name} | {params / 1e6:.1f} M | {t0:.2f} | {t1:.2f} | {t1 / t0:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

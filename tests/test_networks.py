@@ -1,0 +1,247 @@
+"""The papers' networks: HRNet-OCR, PoolFormer-M48 with a semantic FPN, and Mask2Former (a query-based
+panoptic network, through Hugging Face transformers) build, train with and without DejaVu, export,
+and Mask2Former's panoptic inference scores what it should."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from dejavu.cli.deploy import export
+from dejavu.models import QueryPrediction, create_model
+from dejavu.models.ocr import object_regions
+from dejavu.tasks import QueryPanoptic, create_task
+from dejavu.training.lightning_cli import DejaVuCLI
+from dejavu.training.module import DejaVuModule, parameter_groups
+
+TINY_M2F = {"name": "mask2former", "backbone": "test_resnet", "num_queries": 8, "hidden_dim": 32, "feature_size": 32,
+            "mask_feature_size": 32, "encoder_feedforward_dim": 64, "encoder_layers": 1, "decoder_layers": 3,
+            "dim_feedforward": 64, "num_attention_heads": 4}
+TINY_OCR = {"name": "ocr", "encoder": "tu-hrnet_w18_small", "mid_channels": 32, "key_channels": 16}
+POOLFORMER = {"name": "smp:FPN", "encoder": "tu-poolformer_m48"}  # the paper's size: 74.7 M parameters
+DEJAVU = {"redaction": {"name": "checkerboard", "block_size": 8}, "regenerator": "forward",
+          "regenerator_kwargs": {"stages": 2, "width": 8}, "lpips_weight": 0.0}
+
+
+def fit_two_steps(tmp_path, network: dict, task: dict, dejavu: bool) -> dict:
+    """`dejavu fit` of 2 steps (4 synthetic images, batch 2) and a validation; its metrics.json."""
+    config = {"seed_everything": 0,
+              "model": {"network": network, "task": task, "optimizer": "adamw", "lr": 0.001,
+                        **({"dejavu": DEJAVU} if dejavu else {})},
+              "data": {"dataset": "synthetic", "size": [64, 64], "batch_size": 2, "train_length": 4, "val_length": 2},
+              "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False},
+              "figure_images": 2}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    DejaVuCLI(args=["fit", "--config", str(path), "--run_dir", str(tmp_path / "run")])
+    return json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------ OCR
+def test_ocr_gathers_object_regions_under_their_spatial_softmax():
+    features = torch.rand(1, 4, 3, 3)
+    regions = torch.full((1, 2, 3, 3), -30.0)
+    regions[0, 0, 1, 2] = 30.0  # region 0: all its weight on one pixel
+    gathered = object_regions(features, regions)
+    assert torch.allclose(gathered[0, 0], features[0, :, 1, 2], atol=1e-5)
+    assert torch.allclose(gathered[0, 1], features[0].mean((1, 2)), atol=1e-5)  # region 1: flat, the mean
+
+
+def test_ocr_on_hrnet_reads_the_raw_branches_and_returns_its_soft_regions():
+    net = create_model("ocr", 19)  # the paper's HRNet18-OCR
+    assert sum(net.encoder.out_channels[-4:]) == 18 + 36 + 72 + 144  # HRNetV2's representation
+    small = create_model("ocr", 5, **{k: v for k, v in TINY_OCR.items() if k != "name"})
+    logits, auxiliary = small(torch.rand(2, 3, 50, 70), auxiliary=True)
+    assert logits.shape == (2, 5, 50, 70)
+    [(weight, regions)] = auxiliary
+    assert weight == 0.4 and regions.shape == (2, 5, 50, 70)
+
+
+def test_the_soft_region_loss_is_trained_at_its_weight():
+    module = DejaVuModule(TINY_OCR, {"name": "segmentation", "num_classes": 6})
+    batch = {"image": torch.rand(2, 3, 64, 64), "semantic": torch.randint(0, 6, (2, 64, 64))}
+    logged = {}
+    module.log_dict = lambda values, **kw: logged.update(values)
+    module.log = lambda *a, **kw: None
+    loss = module.training_step(batch, 0)
+    main, deep = (float(logged[f"train/{k}"].detach()) for k in ("task_loss", "deep_supervision"))
+    assert deep > 0 and float(loss.detach()) == pytest.approx(main + deep, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- Mask2Former's task
+def scene() -> dict:
+    """Stuff 0 and 1 (left, right), two instances of thing 2 and one of thing 3, a void strip."""
+    semantic = torch.zeros(1, 16, 16, dtype=torch.long)
+    semantic[:, :, 8:] = 1
+    instance = torch.zeros_like(semantic)
+    semantic[:, 2:6, 2:6], instance[:, 2:6, 2:6] = 2, 1
+    semantic[:, 2:6, 6:10], instance[:, 2:6, 6:10] = 2, 2  # touches the first: only the instance tells them apart
+    semantic[:, 10:14, 10:14], instance[:, 10:14, 10:14] = 3, 3
+    semantic[:, 15] = 255
+    return {"semantic": semantic, "instance": instance}
+
+
+def perfect(task: QueryPanoptic, target: dict, queries: int = 8) -> QueryPrediction:
+    """A query prediction that is the ground truth: a sure class and a sharp mask per segment, the
+    other queries "no object"."""
+    masks, classes = task.segments(target)
+    class_logits = torch.full((1, queries, task.num_classes + 1), -10.0)
+    class_logits[0, :, -1] = 10.0
+    mask_logits = torch.full((1, queries, 16, 16), -10.0)
+    for q, (m, c) in enumerate(zip(masks[0], classes[0], strict=True)):
+        class_logits[0, q, -1], class_logits[0, q, c] = -10.0, 10.0
+        mask_logits[0, q] = torch.where(m > 0, 10.0, -10.0)
+    return QueryPrediction(class_logits, mask_logits)
+
+
+def test_segments_are_stuff_per_class_and_things_per_instance():
+    task = QueryPanoptic(num_classes=4, things=[2, 3])
+    masks, classes = task.segments(scene())
+    assert sorted(classes[0].tolist()) == [0, 1, 2, 2, 3]
+    assert masks[0].sum() == 16 * 15  # every pixel but the void row, once
+
+
+def test_a_perfect_query_prediction_scores_pq_1_through_the_processors_post_processing():
+    task = QueryPanoptic(num_classes=4, things=[2, 3])
+    target = scene()
+    scores = task.compute_metrics(perfect(task, target), target)
+    assert scores["PQ"] == pytest.approx(1.0) and scores["PQ_th"] == pytest.approx(1.0)
+    assert scores["mIoU"] == pytest.approx(1.0)
+    decoded = task.decode(perfect(task, target))
+    assert decoded[0, 1].unique().numel() == 4  # stuff (0) and three instances, the touching two apart
+
+
+def test_the_condition_of_a_perfect_prediction_is_the_ground_truths():
+    task = QueryPanoptic(num_classes=4, things=[2, 3])
+    target = scene()
+    rendered = task.condition(task.render(perfect(task, target)))
+    expected = task.target_condition(target)
+    assert rendered.shape == expected.shape == (1, 5, 16, 16)
+    labelled = target["semantic"] != 255
+    assert torch.allclose(rendered[:, :4].permute(0, 2, 3, 1)[labelled],
+                          expected[:, :4].permute(0, 2, 3, 1)[labelled], atol=1e-3)
+    # the edge between the touching instances of class 2, which the class maps do not show
+    # (half of a pixel's two neighbours: its right one is the other instance)
+    assert expected[0, 4, 3, 5] == 0.5 and rendered[0, 4, 3, 5] == pytest.approx(0.5, abs=1e-3)
+    assert expected[0, 4, 3, 3] == 0 and rendered[0, 4, 3, 3] == pytest.approx(0, abs=1e-3)
+
+
+def test_the_rendered_condition_carries_gradients_to_every_query():
+    task = QueryPanoptic(num_classes=4, things=[2, 3])
+    pred = QueryPrediction(torch.randn(2, 6, 5, requires_grad=True), torch.randn(2, 6, 8, 8, requires_grad=True))
+    task.render(pred).square().sum().backward()
+    assert pred.class_logits.grad.abs().sum(-1).min() > 0 and pred.mask_logits.grad.abs().sum((-2, -1)).min() > 0
+
+
+def test_mask2formers_loss_falls_as_it_fits_one_scene():
+    torch.manual_seed(0)
+    task = create_task("query_panoptic", num_classes=4, things=[2, 3], train_num_points=256)
+    net = create_model("mask2former", task.channels, **{k: v for k, v in TINY_M2F.items() if k != "name"})
+    target = scene()
+    target = {k: torch.nn.functional.interpolate(v[None].float(), size=(64, 64))[0].long() for k, v in target.items()}
+    image = torch.rand(1, 3, 64, 64)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss = task.loss(net(image), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert sum(losses[-5:]) < 0.75 * sum(losses[:5])  # by a third in 30 steps, measured
+
+
+@pytest.mark.parametrize("network,task,message", [
+    ({"name": "unet", "width": 4}, {"name": "query_panoptic"}, "goes with a query-based network"),
+    (TINY_M2F, {"name": "panoptic"}, "goes with the query_panoptic task"),
+])
+def test_a_network_and_a_task_of_different_kinds_are_named(network, task, message):
+    module = DejaVuModule(network, {**task, "num_classes": 6, "things": [3, 4, 5]})
+    batch = {"image": torch.rand(2, 3, 64, 64), "semantic": torch.randint(0, 6, (2, 64, 64)),
+             "instance": torch.zeros(2, 64, 64, dtype=torch.long)}
+    module.log_dict = module.log = lambda *a, **kw: None
+    with pytest.raises(ValueError, match=message):
+        module.training_step(batch, 0)
+
+
+def test_query_predictions_refuse_view_averaging_and_multitask():
+    task = {"name": "query_panoptic", "num_classes": 6, "things": [3]}
+    with pytest.raises(ValueError, match=r"leave model\.inference null"):
+        DejaVuModule(TINY_M2F, task, inference={"flip": True})
+    with pytest.raises(ValueError, match="train it on its own"):
+        create_task("multitask", tasks=[task, {"name": "depth"}])
+    with pytest.raises(ValueError, match=r"train it with model\.dejavu alone"):
+        DejaVuModule(TINY_M2F, task, dejavu={"lpips_weight": 0}, cyclic_weight=0.1)
+
+
+def test_mask2former_backbone_trains_at_its_own_learning_rate():
+    module = DejaVuModule(TINY_M2F, {"name": "query_panoptic", "num_classes": 6, "things": [3]})
+    groups = parameter_groups(module, lr=1e-4, weight_decay=0.05, head_lr_mult=10)
+    backbone = {id(p) for p in module.net.encoder.parameters()}
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_lr[1e-4] == backbone and not by_lr[1e-3] & backbone
+
+
+def test_mask2former_settings_are_checked():
+    with pytest.raises(ValueError, match="unknown setting"):
+        create_model("mask2former", 6, backbone="test_resnet", num_querys=8)
+    with pytest.raises(ValueError, match="encoder_weights is 'imagenet'"):
+        create_model("mask2former", 6, encoder_weights="imagenet21k")
+
+
+def test_a_hub_mask2former_offline_and_not_cached_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="facebook/mask2former-swin-tiny-coco-panoptic"):
+        create_model("mask2former", 133, pretrained="facebook/mask2former-swin-tiny-coco-panoptic", offline=True)
+    with pytest.raises(FileNotFoundError, match="microsoft/swin-tiny-patch4-window7-224"):
+        create_model("mask2former", 133, encoder_weights="imagenet", offline=True)
+
+
+def test_swin_tiny_mask2former_is_the_papers_size():
+    net = create_model("mask2former", 133)  # COCO panoptic: 80 things, 53 stuff
+    assert 47.0e6 < sum(p.numel() for p in net.parameters()) < 47.6e6  # Mask2Former's paper: 47M
+
+
+# ------------------------------------------------------------------- trained through `dejavu fit`
+@pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
+def test_mask2former_trains_with_and_without_dejavu_and_reports_pq(tmp_path, dejavu, monkeypatch):
+    metrics = fit_two_steps(tmp_path, TINY_M2F, {"name": "query_panoptic", "train_num_points": 256}, dejavu)
+    assert metrics["steps"] == 2 and metrics["dejavu"] == dejavu
+    val = metrics["last"]["val"]
+    assert all(0 <= val[f"val/{k}"] <= 1 for k in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU"))
+    assert ("val/reliance" in val) == dejavu
+    assert (tmp_path / "run" / "figure.png").is_file()
+    if dejavu:  # one export per network: the baseline's network is the same
+        path, difference = export(tmp_path / "run", "onnx")
+        assert path.is_file() and difference < 1e-4
+    else:  # the exporter's failure on an operator (a Swin backbone's, benchmarks/RESULTS.md) is named, with a way out
+        report = ("Failed to decompose the FX graph for ONNX compatibility.\n## Exception summary\n\n<class "
+                  "'ValueError'>: Cannot view a tensor with shape torch.Size([60, 49, 3, 32])\n\nWhile executing "
+                  "%view_11 : [num_users=1] = call_function[target=torch.ops.aten.view.default](args = ...)")
+
+        def fails(*args, **kwargs):
+            raise torch.onnx.errors.OnnxExporterError(report)
+
+        monkeypatch.setattr(torch.onnx, "export", fails)
+        with pytest.raises(ValueError, match=r"at torch\.ops\.aten\.view\.default\): <class 'ValueError'>: Cannot "
+                                             r"view.*--format exported-program"):
+            export(tmp_path / "run", "onnx")
+        assert not list((tmp_path / "run").glob("*.onnx*"))  # nothing half-written left behind
+
+
+# With DejaVu, both train in their paper recipes (test_datasets.py's test_paper_recipes_run_on_fake_layouts,
+# 2 steps; test_stability.py, 30 steps); here the baseline, and the export of what it trained.
+def test_ocr_trains_without_dejavu_and_exports_to_onnx(tmp_path):
+    metrics = fit_two_steps(tmp_path, TINY_OCR, {"name": "segmentation"}, dejavu=False)
+    assert metrics["steps"] == 2 and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
+    path, difference = export(tmp_path / "run", "onnx")
+    assert path.is_file() and difference < 1e-4
+
+
+def test_poolformer_m48_fpn_trains_without_dejavu_and_exports_to_onnx(tmp_path):
+    metrics = fit_two_steps(tmp_path, POOLFORMER, {"name": "segmentation"}, dejavu=False)
+    assert metrics["steps"] == 2 and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
+    path, difference = export(tmp_path / "run", "onnx")
+    assert path.is_file() and difference < 1e-3
