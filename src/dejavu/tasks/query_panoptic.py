@@ -38,8 +38,11 @@ def render_semantic(pred: QueryPrediction) -> Tensor:
         >>> render_semantic(pred).shape
         torch.Size([2, 3, 8, 8])
     """
-    probs = pred.class_logits.float().softmax(-1)[..., :-1]
-    return torch.einsum("bqk,bqhw->bkhw", probs, pred.mask_logits.float().sigmoid())
+    return _semantic(pred.class_logits.float().softmax(-1), pred.mask_logits.float().sigmoid())
+
+
+def _semantic(probs: Tensor, masks: Tensor) -> Tensor:
+    return torch.einsum("bqk,bqhw->bkhw", probs[..., :-1], masks)
 
 
 def segment_edges(assignment: Tensor) -> Tensor:
@@ -171,11 +174,11 @@ class QueryPanoptic(Panoptic):
         """The per-pixel map DejaVu conditions on, ``(B, num_classes + 1, h, w)``: :func:`render_semantic`
         and the :func:`segment_edges` of the queries."""
         self._check_raw(raw)
-        probs = raw.class_logits.float().softmax(-1)
+        probs, masks = raw.class_logits.float().softmax(-1), raw.mask_logits.float().sigmoid()
         score = probs[..., :-1].amax(-1)  # how sure the query is that it is an object, not "no object"
-        weighted = score[..., None, None] * raw.mask_logits.float().sigmoid()
+        weighted = score[..., None, None] * masks
         assignment = weighted / weighted.sum(1, keepdim=True).clamp_min(1e-6)
-        return torch.cat([render_semantic(raw), segment_edges(assignment)], 1)
+        return torch.cat([_semantic(probs, masks), segment_edges(assignment)], 1)
 
     def condition(self, rendered: Tensor) -> Tensor:
         """The rendered map itself (:meth:`render`): already probabilities and edges."""
@@ -224,8 +227,8 @@ class QueryPanoptic(Panoptic):
                                            validate_args=False)})
 
     def update_metrics(self, metrics: MetricCollection, raw: QueryPrediction, target: Mapping[str, Tensor]) -> None:
-        truth = self.target_map(target)
-        pred = self.decode(raw.apply(lambda t: t.detach()), truth.shape[-2:])
+        truth, raw = self.target_map(target), raw.apply(Tensor.detach)
+        pred = self.decode(raw, truth.shape[-2:])
         metrics["panoptic"].update(pred.permute(0, 2, 3, 1), truth.permute(0, 2, 3, 1))
-        semantic = render_semantic(raw.apply(lambda t: t.detach()).resized(truth.shape[-2:])).argmax(1)
+        semantic = render_semantic(raw.resized(truth.shape[-2:])).argmax(1)
         metrics["mIoU"].update(semantic, truth[:, 0])
