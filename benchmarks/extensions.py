@@ -65,7 +65,7 @@ def main() -> None:
                    str(run_dir / "checkpoints/last.ckpt"), "--model.test_noise", sigma]
             run(cmd)
             suffix = "" if sigma == "0" else f"_noise{sigma}"
-            test = json.loads((run_dir / f"test_metrics_val{suffix}.json").read_text())["test"]
+            test = json.loads((run_dir / f"test_metrics_val{suffix}.json").read_text())["metrics"]
             results[name][f"test_sigma_{sigma}"] = test
             print(f"{name:32s} sigma={sigma}: " + "  ".join(f"{k}={v:.4f}" for k, v in test.items()), flush=True)
     (out / "extensions.json").write_text(json.dumps(results, indent=2) + "\n")

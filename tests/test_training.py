@@ -137,11 +137,11 @@ def test_evaluating_through_the_saved_config_gives_the_runs_metrics(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["size"] is None
     dejavu("test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
            "--data.split", "val")
-    tested = json.loads((run / "test_metrics_val.json").read_text())["test"]
+    tested = json.loads((run / "test_metrics_val.json").read_text())["metrics"]
     val = json.loads((run / "metrics.json").read_text())["val"]
-    common = {k[4:] for k in val} & {k[5:] for k in tested}
-    assert {"mIoU", "pixel_acc"} <= common
-    assert {k: tested[f"test/{k}"] for k in common} == pytest.approx({k: val[f"val/{k}"] for k in common}, abs=1e-6)
+    common = set(val) & set(tested)
+    assert {"val/mIoU", "val/pixel_acc"} <= common
+    assert {k: tested[k] for k in common} == pytest.approx({k: val[k] for k in common}, abs=1e-6)
 
 
 def test_a_run_reports_itself(tmp_path, capsys):
@@ -238,8 +238,8 @@ def test_the_exported_weights_are_the_users_choice(tmp_path):
     exported = load_file(str(run / "model.safetensors"))
     assert all(torch.equal(v, best["state_dict"][f"net.{k}"]) for k, v in exported.items())
     assert metrics["val"] == metrics["best"]["val"] and metrics["best"]["epoch"] == 1
-    tested = evaluate_run(run, "val")["test"]
-    assert tested["test/mIoU"] == pytest.approx(metrics["val"]["val/mIoU"], abs=1e-6)
+    tested = evaluate_run(run, "val")["metrics"]
+    assert tested["val/mIoU"] == pytest.approx(metrics["val"]["val/mIoU"], abs=1e-6)
 
 
 def test_shipped_configs_are_found_from_any_folder(tmp_path, monkeypatch, capsys):
@@ -298,7 +298,61 @@ def test_interrupt_then_resume_then_test(tmp_path):
            "--model.test_noise", "0.3")
     clean = json.loads((run / "test_metrics_test.json").read_text())
     noisy = json.loads((run / "test_metrics_val_noise0.3.json").read_text())
-    assert 0 <= clean["test"]["test/mIoU"] <= 1 and noisy["noise"] == 0.3
+    assert 0 <= clean["metrics"]["test/mIoU"] <= 1 and noisy["noise"] == 0.3
+    assert set(noisy["metrics"]) == {k.replace("test/", "val/") for k in clean["metrics"]}  # named by the split
+
+
+def test_an_evaluation_from_a_checkpoint_uses_the_views_it_is_given(tmp_path):
+    """`--model.inference` given to `dejavu test --ckpt_path` applies (the checkpoint's `inference: null`
+    does not win): each evaluation equals a multi-view average built by hand from the exported weights, and
+    each writes its own files, which record its setting."""
+    from dejavu.models import load_weights
+    from dejavu.tasks import create_task
+    from dejavu.training.datamodule import DenseDataModule
+
+    cfg = write_config(tmp_path / "c.yaml", dejavu=False, model__task={"name": "depth"}, trainer__max_epochs=2)
+    run = tmp_path / "run"
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(run))
+    test = ["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+            "--data.split", "val"]
+    dejavu(*test)
+    dejavu(*test, "--model.inference", "{scales: [0.5, 1.0], flip: true}")
+    single = json.loads((run / "test_metrics_val.json").read_text())
+    views = json.loads((run / "test_metrics_val_scales0.5-1_flip.json").read_text())
+    assert single["inference"] is None and views["inference"] == {"scales": [0.5, 1.0], "flip": True}
+    assert yaml.safe_load((run / "config_test_val_scales0.5-1_flip.yaml").read_text())["model"]["inference"] == \
+        {"scales": [0.5, 1.0], "flip": True}
+    assert (run / "config_test_val.yaml").is_file()
+
+    net = create_model("unet", 1, width=4, depth=2)
+    load_weights(net, run / "model.safetensors")
+    net.eval()
+    task = create_task("depth")
+    data = DenseDataModule("synthetic", size=(32, 32), batch_size=4, train_length=16, val_length=8)
+
+    def by_hand(scales: list[float], flip: bool) -> dict[str, float]:
+        metrics = task.metrics()
+        with torch.no_grad():
+            for batch in data.test_dataloader():
+                image, total, count = batch["image"], 0, 0
+                for scale in scales:
+                    x = image if scale == 1 else torch.nn.functional.interpolate(
+                        image, scale_factor=scale, mode="bilinear", align_corners=False)
+                    for mirrored in (False, True) if flip else (False,):
+                        raw = net(x.flip(-1) if mirrored else x)
+                        raw = raw.flip(-1) if mirrored else raw
+                        total = total + torch.nn.functional.interpolate(raw, size=image.shape[-2:], mode="bilinear",
+                                                                        align_corners=False)
+                        count += 1
+                task.update_metrics(metrics, total / count, batch)
+        return {f"val/{k}": float(v) for k, v in metrics.compute().items()}
+
+    assert single["metrics"] == pytest.approx(by_hand([1.0], False), rel=1e-5)
+    assert views["metrics"] == pytest.approx(by_hand([0.5, 1.0], True), rel=1e-5)
+    assert views["metrics"]["val/abs_rel"] != pytest.approx(single["metrics"]["val/abs_rel"], rel=1e-6)
+    # a setting that would change the trained network is refused, naming it, even where the checkpoint has none
+    with pytest.raises(SystemExit, match=r"model\.dejavu\.lpips_weight: .*Only model\.test_noise, model\.inference"):
+        dejavu(*test, "--model.dejavu.lpips_weight", "0", "--overwrite", "true")
 
 
 def test_a_diverging_run_stops_and_exports_nothing(tmp_path):
@@ -378,7 +432,7 @@ def test_mismatched_checkpoint_names_file_and_parameter(tmp_path):
     # settings the config leaves at their defaults come from the checkpoint (adamw, 0.003 here)
     default = write_config(tmp_path / "d.yaml", dejavu=False, model__optimizer="sgd", model__lr=0.01)
     dejavu("test", "--config", str(default), "--run_dir", str(tmp_path / "t1"), "--ckpt_path", str(best))
-    assert yaml.safe_load((tmp_path / "t1" / "config_test.yaml").read_text())["model"]["optimizer"] == "adamw"
+    assert yaml.safe_load((tmp_path / "t1" / "config_test_val.yaml").read_text())["model"]["optimizer"] == "adamw"
     # without them (a checkpoint from elsewhere), the mismatch is reported clearly
     ckpt = torch.load(best, weights_only=True)
     del ckpt["hyper_parameters"]

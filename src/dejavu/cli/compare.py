@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         run = out / name / f"seed{seed}"
         metrics = fit_run(cfg, run, "--seed_everything", str(seed), *overrides)["val"]
         for sigma in a.test_noise:
-            tested = test_run(run, "test", sigma)["test"]
+            tested = test_run(run, "test", sigma)["metrics"]
             metrics |= {f"test_noise{sigma:g}/{k.removeprefix('test/')}": v for k, v in tested.items()}
         runs[name].append(metrics)
 

@@ -181,9 +181,30 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
-def test_metrics_name(split: str, noise: float) -> str:
-    """The file ``dejavu test`` writes its metrics to: ``test_metrics_<split>[_noise<σ>].json``."""
-    return f"test_metrics_{split}" + (f"_noise{noise:g}" if noise else "") + ".json"
+def evaluation_name(split: str, noise: float = 0.0, inference: dict[str, Any] | None = None) -> str:
+    """The evaluation setting as part of a file name, so evaluations with different settings write
+    different files: ``val``, ``test_noise0.3``, ``val_scales0.75-1-1.25_flip_window512x1024``.
+
+    Example:
+        >>> evaluation_name("val", 0.0, {"scales": [0.5, 1.0], "flip": True})
+        'val_scales0.5-1_flip'
+    """
+    parts = [split] + ([f"noise{noise:g}"] if noise else [])
+    spec = inference or {}
+    if spec.get("scales") is not None and list(spec["scales"]) != [1]:
+        parts.append("scales" + "-".join(f"{s:g}" for s in spec["scales"]))
+    if spec.get("flip"):
+        parts.append("flip")
+    for key in ("window", "stride"):
+        if spec.get(key) is not None:
+            parts.append(key + "x".join(str(int(v)) for v in spec[key]))
+    return "_".join(parts)
+
+
+def test_metrics_name(split: str, noise: float = 0.0, inference: dict[str, Any] | None = None) -> str:
+    """The file ``dejavu test`` writes its metrics to: ``test_metrics_<split>[_noise<σ>][_<views>].json``
+    (see :func:`evaluation_name`)."""
+    return f"test_metrics_{evaluation_name(split, noise, inference)}.json"
 
 
 def _floats(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -356,7 +377,7 @@ class RunArtifacts(L.Callback):
     def on_test_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
             return
-        split = trainer.datamodule.hparams.split if trainer.datamodule else "test"
-        noise = module.hparams.test_noise
-        write_json(self.run_dir / test_metrics_name(split, noise), {"split": split, "noise": noise,
-                                         "test": _floats(trainer.callback_metrics, "test/"), **class_report(module)})
+        split, noise, inference = module.evaluated_split, module.hparams.test_noise, module.hparams.inference
+        write_json(self.run_dir / test_metrics_name(split, noise, inference), {
+            "split": split, "noise": noise, "inference": dict(inference) if inference else None,
+            "metrics": _floats(trainer.callback_metrics, f"{split}/"), **class_report(module)})

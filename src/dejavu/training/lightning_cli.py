@@ -33,6 +33,7 @@ from .callbacks import (
     RunArtifacts,
     file_in_the_way,
     read_checkpoint,
+    evaluation_name,
     test_metrics_name,
 )
 from .datamodule import DenseDataModule, class_names, dataset_class
@@ -49,7 +50,11 @@ class RunConfig(SaveConfigCallback):
             return
         run_dir = Path(self.config["run_dir"])
         stage = getattr(stage, "value", stage)
-        name = "config.yaml" if stage == "fit" else f"config_{stage}.yaml"
+        if stage == "fit":
+            name = "config.yaml"
+        else:  # one file per evaluation setting, as its metrics
+            split = trainer.datamodule.hparams.split if stage == "test" else trainer.datamodule.hparams.val_split
+            name = f"config_{stage}_{evaluation_name(split, pl_module.hparams.test_noise, pl_module.hparams.inference)}.yaml"
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.parser, self.config, run_dir / name)
@@ -75,7 +80,20 @@ def save_config(parser: Any, config: Any, path: Path) -> None:
         parser.save(config, path, overwrite=True, multifile=False, skip_none=False)
 
 
-EVALUATION_SETTINGS = ("test_noise",)  # model settings of an evaluation, not of the trained network
+# model settings that change how a trained network is evaluated, not the network: an evaluation from a
+# checkpoint takes them from the command line (or config), every other model setting from the checkpoint
+EVALUATION_SETTINGS = ("test_noise", "inference", "channels_last")
+
+
+def _saved_value(saved: dict[str, Any], key: str) -> Any:
+    """The value of a dotted ``key`` in a checkpoint's nested hyperparameters; ``None`` where it has none (a
+    ``model.dejavu.lpips_weight`` of a baseline's checkpoint, whose ``dejavu`` is ``None``)."""
+    node: Any = saved
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return list(node) if isinstance(node, tuple) else node
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -163,12 +181,14 @@ class DejaVuCLI(LightningCLI):
         saved = {k: v for k, v in saved.items() if k not in ("_instantiator", "_class_path")}
         given, default = (_flat(ns.as_dict()) for ns in (cfg["model"], self._parser(sub).get_defaults()["model"]))
         stated = {k: v for k, v in given.items() if k not in default or default[k] != v}
-        clashes = [f"model.{k}: checkpoint {v!r}, config {stated[k]!r}" for k, v in _flat(saved).items()
-                   if k in stated and stated[k] != v and k.split(".")[0] not in EVALUATION_SETTINGS]
+        clashes = [f"model.{k}: checkpoint {_saved_value(saved, k)!r}, config {v!r}" for k, v in stated.items()
+                   if k.split(".")[0] not in EVALUATION_SETTINGS and _saved_value(saved, k) != v]
         if clashes:
             raise SystemExit(f"dejavu {sub}: the checkpoint {path} was trained with other settings than the config "
-                             f"states: {'; '.join(clashes)}. Pass the run's own config (--config RUN/config.yaml) or "
-                             f"give the checkpoint's values; settings left at their defaults come from the checkpoint.")
+                             f"states: {'; '.join(clashes)}. A checkpoint's network is evaluated as it was trained: "
+                             f"pass the run's own config (--config RUN/config.yaml) or give the checkpoint's values; "
+                             f"settings left at their defaults come from the checkpoint. Only "
+                             f"{', '.join('model.' + k for k in EVALUATION_SETTINGS)} may differ.")
         evaluation = {k: cfg["model"][k] for k in EVALUATION_SETTINGS}
         self.config = self.parser.parse_object({sub: {"model": saved}}, self.config)
         for k, v in evaluation.items():
@@ -181,7 +201,8 @@ class DejaVuCLI(LightningCLI):
                 raise SystemExit(f"dejavu {self.subcommand}: no weights to evaluate, the network would be randomly "
                                  f"initialised; pass --ckpt_path RUN/checkpoints/last.ckpt (or --model.pretrained "
                                  f"RUN/model.safetensors)")
-            results = run_dir / test_metrics_name(self.datamodule.hparams.split, self.model.hparams.test_noise)
+            hp = self.model.hparams
+            results = run_dir / test_metrics_name(self.datamodule.hparams.split, hp.test_noise, hp.inference)
             if self.subcommand == "test" and results.exists() and not cfg["overwrite"]:
                 raise SystemExit(f"dejavu test: {results} exists; pass --overwrite true to replace it, or give another "
                                  "--run_dir for this evaluation's files")
@@ -420,18 +441,23 @@ def fit_run(config: str | Path, run_dir: str | Path, *overrides: str) -> dict[st
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
-def test_run(run_dir: str | Path, split: str = "test", noise: float = 0.0) -> dict[str, Any]:
+def test_run(run_dir: str | Path, split: str = "test", noise: float = 0.0,
+             inference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate a finished run's exported weights (its last or best checkpoint, as ``metrics.json`` says) on
-    ``split`` with Gaussian input noise of standard deviation ``noise`` (``dejavu test``); return its
-    ``test_metrics_<split>[_noise<σ>].json``."""
+    ``split`` with Gaussian input noise of standard deviation ``noise`` and the views of ``inference`` (``None``:
+    the run's own ``model.inference``) (``dejavu test``); return its ``test_metrics_*.json`` (see
+    :func:`~dejavu.training.callbacks.test_metrics_name`)."""
     import json
 
     run = Path(run_dir)
     weights = json.loads((run / "metrics.json").read_text()).get("weights", "last")
     checkpoint = run / "checkpoints" / f"{weights}.ckpt"
+    if inference is None:
+        inference = (_read_config(run / "config.yaml").get("model") or {}).get("inference")
     DejaVuCLI(args=["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(checkpoint),
-                    "--data.split", split, "--model.test_noise", str(noise)])
-    return json.loads((run / test_metrics_name(split, noise)).read_text())
+                    "--data.split", split, "--model.test_noise", str(noise),
+                    "--model.inference", json.dumps(inference)])
+    return json.loads((run / test_metrics_name(split, noise, inference)).read_text())
 
 
 def packaged_config(name: str) -> Path:

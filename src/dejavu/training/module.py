@@ -389,9 +389,15 @@ class DejaVuModule(L.LightningModule):
         self.task.update_metrics(self.test_metrics, self.evaluate(image), batch)
 
     def on_test_epoch_end(self) -> None:
-        metrics, self.arrays = _scalars_and_arrays("test", self.test_metrics.compute())
+        metrics, self.arrays = _scalars_and_arrays(self.evaluated_split, self.test_metrics.compute())
         self.log_dict(metrics)
         self.test_metrics.reset()
+
+    @property
+    def evaluated_split(self) -> str:
+        """The split ``test`` evaluates (``--data.split``), which names its metrics: ``val/mIoU`` on ``val``."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(getattr(datamodule, "hparams", None), "split", "test")
 
     @property
     def monitor(self) -> tuple[str, str]:
