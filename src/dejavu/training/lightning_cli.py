@@ -31,9 +31,9 @@ from .callbacks import (
     LastCheckpoint,
     RandomState,
     RunArtifacts,
+    evaluation_name,
     file_in_the_way,
     read_checkpoint,
-    evaluation_name,
     test_metrics_name,
 )
 from .datamodule import DenseDataModule, class_names, dataset_class
@@ -54,7 +54,8 @@ class RunConfig(SaveConfigCallback):
             name = "config.yaml"
         else:  # one file per evaluation setting, as its metrics
             split = trainer.datamodule.hparams.split if stage == "test" else trainer.datamodule.hparams.val_split
-            name = f"config_{stage}_{evaluation_name(split, pl_module.hparams.test_noise, pl_module.hparams.inference)}.yaml"
+            hp = pl_module.hparams
+            name = f"config_{stage}_{evaluation_name(split, hp.test_noise, hp.inference)}.yaml"
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.parser, self.config, run_dir / name)
