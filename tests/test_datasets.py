@@ -160,7 +160,8 @@ def test_coco_panoptic_names_a_category_its_json_does_not_list(tmp_path):
     meta = json.loads(path.read_text())
     meta["annotations"][0]["segments_info"][0]["category_id"] = 999
     path.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"segment 5000 of 000000000000\.png has category_id 999, which the JSON"):
+    with pytest.raises(ValueError, match=r"segment 5000 of 000000000000\.png has category_id 999, which the "
+                                         r"categories of .*annotations/panoptic_val2017\.json do not list"):
         COCOPanoptic(tmp_path, "val")[0]
 
 
@@ -192,6 +193,32 @@ def test_coco_panoptic_errors_name_the_file(tmp_path):
     png.write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"cannot read panoptic PNG .*000000000001\.png"):
         ds[1]
+
+
+def test_readers_refuse_to_build_an_empty_dataset(tmp_path):
+    """A reader that would hold no sample says so, naming the file, where it reads it (not only `dejavu fit`)."""
+    import json
+
+    from dejavu.data import KITTIRaw
+
+    write_coco(tmp_path / "coco")
+    path = tmp_path / "coco/annotations/panoptic_val2017.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "annotations": []}))
+    with pytest.raises(ValueError, match=r"panoptic_val2017\.json has no annotations"):
+        COCOPanoptic(tmp_path / "coco", "val")
+    path.write_text(json.dumps({**meta, "images": meta["images"][1:]}))
+    with pytest.raises(ValueError, match=r"panoptic_val2017\.json annotates image_id .*which its images do not list"):
+        COCOPanoptic(tmp_path / "coco", "val")
+    write_kitti_raw(tmp_path / "kitti")
+    listing = tmp_path / "kitti/splits/eigen_test_files_with_gt.txt"
+    for text in ("", "\n\n", "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000000.png None 721.5\n"):
+        listing.write_text(text)
+        with pytest.raises(ValueError, match=r"eigen_test_files_with_gt\.txt lists no image with ground truth"):
+            KITTIDepth(tmp_path / "kitti", "test")
+    (tmp_path / "kitti/splits/train_files.txt").write_text("\n")
+    with pytest.raises(ValueError, match=r"train_files\.txt lists no frame"):
+        KITTIRaw(tmp_path / "kitti", "train")
 
 
 def test_image_folder_reads_your_own_data(tmp_path):

@@ -2,6 +2,7 @@
 asserting the exception type and a message fragment (the argument, the value, or the file)."""
 
 import pickle
+import shutil
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,20 +12,23 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from PIL import Image
 from safetensors.torch import save_file
 
 from dejavu import DejaVuLoss, ForwardCRM, RecursiveCRM
 from dejavu import redaction as R
+from dejavu.arguments import ArgumentTypeError
 from dejavu.cli.deploy import export, predict
 from dejavu.data import CamVid, SyntheticScenes
 from dejavu.dct import dct2, idct2
-from dejavu.models import create_model, load_weights
+from dejavu.models import MODELS, create_model, load_weights, register_model
 from dejavu.regeneration import build_crm
 from dejavu.tasks import Depth, MultiTask, Normals, Segmentation, create_task
-from dejavu.training.callbacks import read_checkpoint
+from dejavu.training.callbacks import atomic_write, read_checkpoint
 from dejavu.training.datamodule import DenseDataModule
 from dejavu.training.lightning_cli import DejaVuCLI
+from dejavu.training.module import DejaVuModule
 from dejavu.weights import read_tensors
 
 IMG = torch.rand(2, 3, 16, 16)
@@ -250,7 +254,68 @@ CASES = [
          lambda f: cli(f, "fit", "--run_dir", str(f["run"]), "--ckpt_path", "last", "--model.task", "{name: depth}",
                        "--trainer.max_epochs", "2"),
          SystemExit, "model.task.name: checkpoint 'segmentation', config 'depth'"),
+    # ------------------------------------------------------------------ round three: each class, not one example
+    Case("a learning rate given as a string",
+         lambda f: DejaVuModule({"name": "unet", "width": 4}, {"name": "segmentation", "num_classes": 3}, lr="0.01"),
+         ArgumentTypeError, r"model\.lr must be float, got str '0\.01'"),
+    Case("a CRM learning rate given as a list",
+         lambda f: DejaVuModule({"name": "unet", "width": 4}, {"name": "segmentation", "num_classes": 3},
+                                dejavu={"lpips_weight": 0}, crm_lr=[0.001]), ArgumentTypeError, r"model\.crm_lr"),
+    Case("a task setting of the wrong type", lambda f: cli(f, "fit", "--model.task", "{name: depth, max_depth: far}"),
+         ValueError, r"model\.task: .*Depth\.max_depth must be float \| None, got str 'far'"),
+    Case("a task's ignore index of the wrong type",
+         lambda f: cli(f, "fit", "--model.task", "{name: segmentation, ignore_index: x}"), ValueError,
+         r"model\.task: .*Segmentation\.ignore_index must be int"),
+    Case("a class count that is not a number",
+         lambda f: cli(f, "fit", "--model.task", "{name: segmentation, num_classes: six}"), ValueError,
+         r"model\.task: num_classes must be an int, got 'six'"),
+    Case("create_task with a spec for a name", lambda f: create_task({"name": "depth"}), TypeError,
+         r"create_task: name must be a task's name"),
+    Case("a negative max_epochs", lambda f: cli(f, "fit", "--trainer.max_epochs", "-3", "--run_dir",
+                                                str(f["dir"] / "neg")),
+         MisconfigurationException, r"`max_epochs` must be a non-negative integer"),
+    Case("a decoder of 0 channels",
+         lambda f: create_model("smp:FPN", 6, encoder="resnet18", decoder_pyramid_channels=0), ValueError,
+         r"decoder_pyramid_channels must be >= 1, got 0"),
+    Case("decoder channels with a 0", lambda f: create_model("smp:Unet", 6, decoder_channels=[64, 32, 0, 8, 4]),
+         ValueError, r"decoder_channels\[2\] must be >= 1, got 0"),
+    Case("a class count of 0 for a network", lambda f: create_model("ocr", 0, encoder="resnet18"), ValueError,
+         r"out_channels must be >= 1, got 0"),
+    Case("a run folder's lock is a folder", lambda f: cli(f, "fit", "--run_dir", str(f["locked"])), SystemExit,
+         r"--run_dir .*locked: cannot take its lock file .*\.lock \(a folder\)"),
+    Case("predict on a device this machine lacks",
+         lambda f: predict(f["run"], str(f["images"]), f["dir"] / "p", device="cuda:7"), ValueError,
+         r"--device cuda:7: this machine has \d+ CUDA device"),
+    Case("predict on a device that is not one", lambda f: predict(f["run"], str(f["images"]), f["dir"] / "p",
+                                                                   device="gpu0"), ValueError,
+         r"--device 'gpu0' is not a device"),
+    Case("an evaluation image too small for a network's group norm", lambda f: input_too_small(), ValueError,
+         r"input of \(1, 3, 1, 1\) is too small for the network \(.*more than 1 value per channel.*"
+         r"--data\.eval_size"),
+    Case("data lengths for a dataset that has its own",
+         lambda f: DenseDataModule("camvid", root=str(f["camvid"]), train_length=16), ValueError,
+         r"data\.train_length and data\.val_length count synthetic scenes"),
+    Case("a truncated model.json", lambda f: predict(f["cut_run"], str(f["images"]), f["dir"] / "p"), ValueError,
+         r"cut/model\.json is not readable JSON"),
+    Case("a model.json without its network", lambda f: predict(f["bare_run"], str(f["images"]), f["dir"] / "p"),
+         ValueError, r"bare/model\.json lacks its 'network' entry"),
+    Case("a write that fails names the file asked for, not its temporary",
+         lambda f: atomic_write(f["dir"] / "asked.onnx", no_space), OSError, r"No space left.*'[^']*asked\.onnx'"),
 ]
+
+
+def no_space(tmp: Path) -> None:
+    raise OSError(28, "No space left on device", str(tmp))
+
+
+def input_too_small() -> None:
+    """A network with a group norm of one channel per group, which needs two values per channel even in
+    evaluation, evaluated on a 1x1 image."""
+    if "group_norm_probe" not in MODELS:
+        register_model("group_norm_probe")(lambda out_channels: torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.GroupNorm(4, 4), torch.nn.Conv2d(4, out_channels, 1)))
+    module = DejaVuModule({"name": "group_norm_probe"}, {"name": "segmentation", "num_classes": 3}).eval()
+    module.evaluate(torch.rand(1, 3, 1, 1))
 
 
 def cli(f: dict[str, Path], command: str, *args: str) -> None:
@@ -290,6 +355,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["orphan"].write_text("base: gone.yaml\n")
     f["images"].mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(f["images"] / "one.png")
+    f.update(locked=d / "locked", cut_run=d / "cut", bare_run=d / "bare")
+    (f["locked"] / ".lock").mkdir(parents=True)
+    for name, text in (("cut_run", (f["run"] / "model.json").read_text()[:40]), ("bare_run", '{"task": {}}')):
+        shutil.copytree(f["run"], f[name])
+        (f[name] / "model.json").write_text(text)
     return f
 
 

@@ -5,6 +5,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 
 def test_import_pulls_in_no_training_framework():
     code = ("import sys, dejavu; bad = [m for m in sys.modules if m.split('.')[0] in "
@@ -83,3 +85,48 @@ def test_every_option_has_help_and_compare_explains_its_pass_through(monkeypatch
     with contextlib.suppress(SystemExit):
         main(["compare", "--help"])
     assert "Everything after a lone -- is passed to every run's dejavu fit" in " ".join(capsys.readouterr().out.split())
+
+
+PARSER_ERRORS = [  # arguments, what the first line says
+    (("--data.batch_sise", "4"), "dejavu fit: unknown option --data.batch_sise; did you mean --data.batch_size?"),
+    (("--trainer.max_epoch", "1"),
+     "dejavu fit: unknown option --trainer.max_epoch; did you mean --trainer.max_epochs?"),
+    (("--data.size", "96,128"), 'dejavu fit: --data.size: \'96,128\' is not a valid value; it takes tuple[int, int] '
+                                'or null. Write a list as YAML, in quotes: --data.size "[96, 128]"'),
+    (("--config", "nowhere/nothing.yaml"), "dejavu fit: --config: File does not exist"),
+]
+
+
+@pytest.mark.parametrize("args,first", PARSER_ERRORS, ids=["mistyped", "abbreviated", "list value", "no config"])
+def test_a_parser_error_comes_first_in_a_few_lines(args, first):
+    """The parser printed 86-93 lines of usage with the error on the last; the error is the first line now,
+    at most 10 lines in all; an abbreviated option is refused (it would match two options once one is added)."""
+    config = () if args[0] == "--config" else ("--config", "synthetic/segmentation_baseline.yaml")
+    result = dejavu_command("fit", *config, *args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) <= 10, result.stderr
+    assert lines[0].startswith(first), lines[0]
+    if args[0] == "--config":
+        assert "`dejavu configs` lists the shipped ones" in lines[0]
+
+
+def test_configs_lists_those_whose_name_holds_the_words(capsys):
+    from dejavu.cli import main
+
+    main(["configs", "synthetic", "depth"])
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert names and all(n.startswith("synthetic/") and "depth" in n for n in names)
+    with pytest.raises(SystemExit, match="no shipped config's name holds 'nothing'"):
+        main(["configs", "nothing"])
+    with pytest.raises(SystemExit, match="unknown option --all"):
+        main(["configs", "--all"])
+    with pytest.raises(SystemExit, match="--version takes no arguments"):
+        main(["--version", "fit"])
+
+
+def test_lightnings_refusal_names_the_option(tmp_path):
+    """A negative --trainer.max_epochs was Lightning's MisconfigurationException in a 40-line traceback."""
+    result = dejavu_command("fit", "--config", "synthetic/segmentation_baseline.yaml", "--trainer.max_epochs", "-3",
+                            "--run_dir", str(tmp_path / "r"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "dejavu fit: --trainer.max_epochs must be a non-negative integer or -1" in result.stderr

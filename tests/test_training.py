@@ -401,8 +401,9 @@ def test_run_folder_rules(tmp_path):
     what a kill left half-written; a file is not a run folder."""
     cfg, run = str(write_config(tmp_path / "c.yaml", dejavu=False)), tmp_path / "run"
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        dejavu("fit", "--config", cfg, "--run_dir", str(run), "--data.dataset", "camvid",
-               "--data.root", str(tmp_path / "nowhere"), "--model.task", "{name: segmentation}")
+        dejavu("fit", "--config", cfg, "--run_dir", str(run), "--data.dataset", "camvid", "--data.train_length",
+               "512", "--data.val_length", "64", "--data.root", str(tmp_path / "nowhere"), "--model.task",
+               "{name: segmentation}")
     assert (run / "config.yaml").is_file() and not (run / "checkpoints").exists()
     dejavu("fit", "--config", cfg, "--run_dir", str(run))  # no --overwrite needed: nothing was saved
     before = (run / "metrics.json").read_bytes()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 
 USAGE = """usage: dejavu COMMAND [ARGS...]
@@ -24,14 +25,39 @@ commands:
   bench      measure DejaVu's training cost, redaction speed, data rate and zero inference cost
   predict    run a trained network over a folder of images and write prediction files
   export     export a trained network to ONNX or a torch.export program (dynamic batch and size)
-  configs    list the configs shipped with the package (--config takes their names from any folder)
+  configs    list the configs shipped with the package, or those whose name holds each WORD given
+             (--config takes their names from any folder)
 
 `dejavu COMMAND --help` gives the options of one command; `dejavu --version` the version. A mistake
 prints its message; add --debug (or set DEJAVU_DEBUG=1) for the traceback."""
 
 
 COMMANDS = ("fit", "validate", "test", "demo", "compare", "bench", "predict", "export", "configs")
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               FloatingPointError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """:data:`USER_ERRORS`, an argument of the wrong type, and Lightning's refusal of a Trainer setting."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from ..arguments import ArgumentTypeError
+
+    return (*USER_ERRORS, ArgumentTypeError, MisconfigurationException)
+
+
+def _message(error: BaseException, command: str) -> str:
+    """The error as one line that starts with the command; a Trainer argument Lightning names in
+    backquotes (`max_epochs`) is written as the option that sets it (`--trainer.max_epochs`)."""
+    text = str(error)
+    if type(error).__name__ == "MisconfigurationException":
+        import inspect
+
+        from lightning.pytorch import Trainer
+
+        names = set(inspect.signature(Trainer).parameters)
+        text = re.sub(r"`(\w+)`", lambda m: f"--trainer.{m.group(1)}" if m.group(1) in names else m.group(0), text)
+    return text if text.startswith("dejavu") else f"dejavu {command}: {text}".replace("  ", " ")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         if not argv:
             raise SystemExit(2)
     elif argv[0] == "--version":
+        if argv[1:]:
+            raise SystemExit(f"dejavu --version takes no arguments, got {' '.join(argv[1:])}")
         from .. import __version__
 
         print(f"dejavu-dense {__version__}")
@@ -52,11 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"dejavu: unknown command '{argv[0]}'; {hint}the commands are {', '.join(COMMANDS)} "
                          "(dejavu --help says what each does)")
     elif argv[0] == "configs":
-        from ..training.lightning_cli import packaged_config, packaged_configs
-
-        print(f"configs shipped with dejavu-dense ({packaged_config('')}); give one as --config NAME:")
-        for name, summary in packaged_configs():
-            print(f"  {name:45s} {summary}")
+        list_configs(argv[1:])
     elif argv[0] == "demo":
         from .demo import main as demo
 
@@ -79,6 +103,28 @@ def main(argv: list[str] | None = None) -> None:
         DejaVuCLI(args=argv)
 
 
+def list_configs(words: list[str]) -> None:
+    """``dejavu configs [WORD...]``: the shipped configs whose name holds every word (all without one)."""
+    from ..training.lightning_cli import packaged_config, packaged_configs
+
+    if any(w.startswith("-") for w in words):
+        if words[0] in ("-h", "--help"):
+            print("usage: dejavu configs [WORD...]\n\nList the configs shipped with the package whose name holds "
+                  "every WORD (e.g. dejavu configs camvid, dejavu configs cityscapes ocr); --config takes them by "
+                  "name.")
+            return
+        raise SystemExit(f"dejavu configs: unknown option {next(w for w in words if w.startswith('-'))}; "
+                         "dejavu configs [WORD...] lists the configs whose name holds every word")
+    configs = [(n, s) for n, s in packaged_configs() if all(w.lower() in n.lower() for w in words)]
+    if not configs:
+        folders = sorted({n.split("/")[0] for n, _ in packaged_configs()})
+        raise SystemExit(f"dejavu configs: no shipped config's name holds {' and '.join(map(repr, words))}; the "
+                         f"folders are {', '.join(folders)}")
+    print(f"configs shipped with dejavu-dense ({packaged_config('')}); give one as --config NAME:")
+    for name, summary in configs:
+        print(f"  {name:45s} {summary}")
+
+
 def console() -> None:
     """The ``dejavu`` console command: :func:`main`, where a user's mistake (a missing file, a bad value,
     weights that cannot be downloaded offline, an existing output) prints its message and exits 1
@@ -88,12 +134,11 @@ def console() -> None:
     argv = [a for a in argv if a != "--debug"]
     try:
         main(argv)
-    except USER_ERRORS as e:
-        if debug:
+    except Exception as e:
+        if debug or not isinstance(e, _user_errors()):
             raise
         command = argv[0] if argv and argv[0] in COMMANDS else ""
-        message = str(e) if str(e).startswith("dejavu") else f"dejavu {command}: {e}".replace("  ", " ")
-        print(f"{message}\n(the traceback: add --debug, or set DEJAVU_DEBUG=1)", file=sys.stderr)
+        print(f"{_message(e, command)}\n(the traceback: add --debug, or set DEJAVU_DEBUG=1)", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         if debug:

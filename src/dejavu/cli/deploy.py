@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..data import distinct_palette
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image
-from ..models import QueryPrediction, create_model, load_weights
+from ..models import QueryPrediction, create_model, input_size_named, load_weights
 from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, Task, create_task
 from ..training.callbacks import atomic_write, file_in_the_way
 from ..weights import verify_file
@@ -70,13 +70,31 @@ def load_run(path: str | Path) -> tuple[nn.Module, Task, dict[str, Any]]:
     if not run.is_dir() or missing:
         raise FileNotFoundError(f"{run} is not a finished run folder: it lacks {' and '.join(missing) or 'itself'}; "
                                 "give the --run_dir of a `dejavu fit` that completed")
-    meta = json.loads((run / "model.json").read_text())
+    meta = read_model_json(run / "model.json")
     task = create_task(**meta["task"])
     heads = [t.channels for t in task.tasks] if isinstance(task, MultiTask) else task.channels
     spec = dict(meta["network"])
     net = create_model(spec.pop("name"), heads, **{k: v for k, v in spec.items() if k != "encoder_weights"})
     load_weights(net, run / "model.safetensors")
     return net.eval(), task, meta
+
+
+def read_model_json(path: Path) -> dict[str, Any]:
+    """A run's ``model.json``: how to rebuild its network.
+
+    Raises:
+        ValueError: a file that is not JSON (truncated...) or lacks ``network`` or ``task``, naming it.
+    """
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not readable JSON ({e}); it is written when a run ends: run `dejavu fit` with "
+                         "--ckpt_path last to write it again, or restore the file") from None
+    missing = [k for k in ("network", "task") if not isinstance(meta, dict) or not isinstance(meta.get(k), dict)]
+    if missing:
+        raise ValueError(f"{path} lacks its {missing[0]!r} entry (how to rebuild the network); it is not a dejavu "
+                         "run's model.json, or was cut short")
+    return meta
 
 
 # ---------------------------------------------------------------------------------- export
@@ -319,6 +337,7 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
     if out.exists() and not out.is_dir():
         raise ValueError(f"dejavu predict: --out {out} is a file; give a folder for the prediction files")
     _check_under_folders("dejavu predict", out)
+    device = checked_device(device, "dejavu predict")
     net, task, meta = load_run(run)
     net = net.to(device)
     files = _inputs(str(source))
@@ -331,7 +350,8 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
         raise FileExistsError(f"dejavu predict: {existing[0]} exists ({len(existing)} outputs do); pass --overwrite "
                               "to replace them or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    for start in tqdm(range(0, len(files), batch_size), desc="dejavu predict", unit="batch"):
+    # a bar on a terminal only: in a log file it would be one long line of carriage returns
+    for start in tqdm(range(0, len(files), batch_size), desc="dejavu predict", unit="batch", disable=None):
         chunk = files[start:start + batch_size]
         images = [read_image(f, "dejavu predict", exif=True) for f in chunk]
         if size:
@@ -352,13 +372,29 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
     return expected
 
 
+def checked_device(device: str, command: str) -> torch.device:
+    """``device`` as a ``torch.device``, or a ``ValueError`` when it is malformed or this machine lacks it."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{command}: --device {device!r} is not a device; give cpu, cuda, cuda:1, mps...") from None
+    count = {"cuda": torch.cuda.device_count, "mps": lambda: int(torch.backends.mps.is_available())}.get(parsed.type)
+    if count is not None and (parsed.index or 0) >= count():
+        have = f"{count()} {parsed.type.upper()} device(s)"
+        raise ValueError(f"{command}: --device {device}: this machine has {have}; use --device cpu, or install "
+                         f"a PyTorch build for that device")
+    return parsed
+
+
 @torch.no_grad()
 def _batched(net: nn.Module, images: list[Tensor], device: str) -> list[Tensor | QueryPrediction]:
     """The network's raw output for each image (a batch of one), the images of one size run together."""
     outputs: list[Tensor | QueryPrediction | None] = [None] * len(images)
     for shape in dict.fromkeys(im.shape for im in images):
         indices = [i for i, im in enumerate(images) if im.shape == shape]
-        raw = net(torch.stack([images[i] for i in indices]).to(device))
+        batch = torch.stack([images[i] for i in indices]).to(device)
+        with input_size_named(batch, "give a larger --size"):
+            raw = net(batch)
         raw = raw.apply(_on_cpu).images() if isinstance(raw, QueryPrediction) else _on_cpu(raw).split(1)
         for i, r in zip(indices, raw, strict=True):
             outputs[i] = r

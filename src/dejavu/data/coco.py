@@ -56,9 +56,9 @@ class COCOPanoptic(DenseDataset):
 
     Raises:
         FileNotFoundError: a missing folder or annotation file (naming it and the expected layout).
-        ValueError: an unknown split; an annotation file that is not COCO panoptic JSON or whose
-            categories are not COCO's; on reading, an unreadable PNG or a segment id the JSON does
-            not describe (naming the file).
+        ValueError: an unknown split; an annotation file that is not COCO panoptic JSON, whose
+            categories are not COCO's, that has no annotations or annotates unlisted images; on
+            reading, an unreadable PNG or a segment id the JSON does not describe (naming the file).
     """
 
     classes = THING_NAMES + STUFF_NAMES
@@ -85,6 +85,13 @@ class COCOPanoptic(DenseDataset):
         meta = self._read_json(json_path)
         self.category = self._categories(meta["categories"], json_path)  # category id -> class
         files = {im["id"]: im["file_name"] for im in meta["images"]}
+        if not meta["annotations"]:  # an empty dataset would train on nothing, or fail far from here
+            raise ValueError(f"COCOPanoptic: {json_path} has no annotations; give the panoptic JSON of a split")
+        unknown = [a["image_id"] for a in meta["annotations"] if a.get("image_id") not in files]
+        if unknown:
+            raise ValueError(f"COCOPanoptic: {json_path} annotates image_id {unknown[0]!r}, which its images do not "
+                             f"list ({len(unknown)} such annotations)")
+        self.json_path = json_path
         self.items = [(image_dir / files[a["image_id"]], png_dir / a["file_name"], a["segments_info"])
                       for a in sorted(meta["annotations"], key=lambda a: a["file_name"])]
 
@@ -128,14 +135,14 @@ class COCOPanoptic(DenseDataset):
         for number, seg in enumerate(segments, start=1):
             if seg.get("category_id") not in self.category:
                 raise ValueError(f"COCOPanoptic: segment {seg.get('id')} of {png_path.name} has category_id "
-                                 f"{seg.get('category_id')!r}, which the JSON's categories do not list")
+                                 f"{seg.get('category_id')!r}, which the categories of {self.json_path} do not list")
             cls = self.category[seg["category_id"]]
             pairs[seg["id"]] = ((self.ignore_index, 0) if seg.get("iscrowd")
                                 else (cls, number if cls in self.things else 0))
         present, inverse = torch.unique(ids, return_inverse=True)  # one pass over the pixels
         stray = [i for i in present.tolist() if i not in pairs]
         if stray:
-            raise ValueError(f"COCOPanoptic: {png_path} has segment id {stray[0]}, which its segments_info does "
-                             "not describe")
+            raise ValueError(f"COCOPanoptic: {png_path} has segment id {stray[0]}, which its segments_info in "
+                             f"{self.json_path} does not describe")
         semantic, instance = torch.tensor([pairs[i] for i in present.tolist()])[inverse].unbind(-1)
         return {"image": image, "semantic": semantic, "instance": instance}

@@ -53,8 +53,8 @@ class KITTIDepth(DenseDataset):
 
     Raises:
         FileNotFoundError: a missing split file or folder, or a listed file that does not exist.
-        ValueError: an unknown split, a malformed line (named with its number); on reading, an
-            unreadable file.
+        ValueError: an unknown split, a malformed line (named with its number), a split file that lists
+            no image with ground truth; on reading, an unreadable file.
     """
 
     targets = ("depth",)
@@ -78,6 +78,9 @@ class KITTIDepth(DenseDataset):
                                  f"'IMAGE DEPTH FOCAL': {line!r}")
             if fields[1] != "None":
                 self.pairs.append((root / "raw" / fields[0], root / "gt" / fields[1]))
+        if not self.pairs:  # an empty dataset would train on nothing, or fail far from here
+            raise ValueError(f"KITTIDepth: {listing} lists no image with ground truth (lines 'IMAGE DEPTH FOCAL' "
+                             "whose DEPTH is not None); give a split file that lists some")
         for image, depth in self.pairs:
             for path in (image, depth):
                 if not path.is_file():
@@ -148,6 +151,9 @@ class KITTIRaw(DenseDataset):
             if len(fields) != 3 or fields[2] not in ("l", "r") or not fields[1].isdigit():
                 raise ValueError(f"KITTIRaw: {listing} line {number} is not 'DATE/DRIVE FRAME l|r': {line!r}")
             self.items.append((fields[0], int(fields[1]), {"l": "02", "r": "03"}[fields[2]]))
+        if not self.items:
+            raise ValueError(f"KITTIRaw: {listing} lists no frame (lines 'DATE/DRIVE FRAME l|r'); give a split file "
+                             "that lists some")
         for folder, frame, camera in self.items:
             for offset in (0, *self.offsets):
                 if not self._image(folder, frame + offset, camera).is_file():

@@ -9,7 +9,9 @@ pretrained weights come only from a local file (``weights=PATH``), never from th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -185,13 +187,34 @@ def _check_args(name: object, out_channels: object, kwargs: dict) -> None:
         raise ValueError("create_model: out_channels is an empty list; give an int or one int per head")
     for i, c in enumerate(heads if heads is not None else [out_channels]):
         _check_count(f"out_channels[{i}]" if heads is not None else "out_channels", c)
-    for key in ("in_channels", "width", "depth"):  # the sizes every built-in architecture takes
-        if key in kwargs:
-            _check_count(key, kwargs[key])
+    for key, value in kwargs.items():  # sizes: ours (width, depth) and the libraries' (decoder_channels...)
+        if key in ("in_channels", "width", "depth") or (re.search(r"channels|width|dim|queries", key)
+                                                         and value is not None and not isinstance(value, str)):
+            counts = value if isinstance(value, Sequence) else [value]
+            for i, count in enumerate(counts):
+                _check_count(f"{key}[{i}]" if counts is value else key, count)
 
 
 def _total(out_channels: int | Sequence[int]) -> int:
     return out_channels if isinstance(out_channels, int) else sum(out_channels)
+
+
+# what PyTorch says when an input is too small for a layer (normalisation statistics, pooling, a kernel)
+TOO_SMALL = re.compile(r"more than 1 (value per channel|spatial element)|Output size is too small|Kernel size can't "
+                       r"be greater|Padding size should be less|input image is smaller|smaller than kernel")
+
+
+@contextmanager
+def input_size_named(image: torch.Tensor, fix: str) -> Iterator[None]:
+    """Turn a layer's complaint that ``image`` ``(B, C, H, W)`` is too small into a ``ValueError`` that
+    gives its size and ``fix`` (the option that sets the size), instead of a library's traceback."""
+    try:
+        yield
+    except (RuntimeError, ValueError) as e:
+        if not TOO_SMALL.search(str(e)):
+            raise
+        raise ValueError(f"an input of {tuple(image.shape)} is too small for the network ({str(e).splitlines()[0]}); "
+                         f"{fix}") from None
 
 
 def create_model(name: str, out_channels: int | Sequence[int], weights: str | Path | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..arguments import check_types
 from .base import Task
 
 __all__ = ["TASKS", "create_task", "register_task"]
@@ -35,6 +36,9 @@ def create_task(name: str, **kwargs) -> Task:
     """A task by name: any registered task (``segmentation``, ``depth``, ``normals``, ``denoising``,
     ``masked``, ``multitask`` with ``tasks=[{"name": ..., **kwargs}, ...]`` and optional ``weights``,
     and yours)."""
+    if not isinstance(name, str):
+        raise TypeError(f"create_task: name must be a task's name such as 'segmentation', got {name!r}")
     if name not in TASKS:
         raise ValueError(f"create_task: unknown task {name!r}; choose from {sorted(TASKS)}")
+    check_types(TASKS[name].__name__, TASKS[name].__init__, kwargs)
     return TASKS[name](**kwargs)

@@ -98,6 +98,10 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:  # the user asked for `path`: the hidden name would only confuse
+        if e.filename is None or Path(e.filename) != tmp:
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -311,6 +315,13 @@ class RunArtifacts(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, module) -> None:
         self.started = time.monotonic()
+        every = trainer.check_val_every_n_epoch
+        never = trainer.limit_val_batches == 0 or (every is not None and trainer.max_epochs is not None
+                                                   and 0 <= trainer.max_epochs < every)
+        if self.weights == "best" and never:  # the weights would be the last ones, labelled best
+            raise ValueError("--export_weights best picks the epoch of the best validation score, and this run never "
+                             "validates (--trainer.limit_val_batches 0, or --trainer.check_val_every_n_epoch above "
+                             "--trainer.max_epochs): export the last weights (--export_weights last) or validate")
 
     def on_validation_end(self, trainer: L.Trainer, module) -> None:
         if trainer.sanity_checking:
@@ -341,20 +352,24 @@ class RunArtifacts(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
             return
-        best_file, best = self.run_dir / "checkpoints" / "best.ckpt", {}
+        best_file, best, weights = self.run_dir / "checkpoints" / "best.ckpt", {}, self.weights
         if best_file.is_file():  # the best checkpoint holds this callback's state of its own epoch
             checkpoint = read_checkpoint(best_file)
             best = checkpoint.get("callbacks", {}).get(self.state_key, {}).get("last", {})
-            if self.weights == "best":
+            if weights == "best":
                 module.load_state_dict(checkpoint["state_dict"])
-        exported = best if self.weights == "best" else self.last
+        elif weights == "best":  # no validation score was ever finite: say which weights these are
+            print(f"dejavu fit: no best checkpoint ({best_file}: the monitored {module.monitor[0]} was never "
+                  "measured or never finite), so the last weights are exported, and labelled so", flush=True)
+            weights = "last"
+        exported = best if weights == "best" else self.last
         written = self._write_results(trainer, module, exported)
         write_json(self.run_dir / "metrics.json", {
-            "val": exported.get("val", {}), "weights": self.weights, "epochs": trainer.current_epoch,
+            "val": exported.get("val", {}), "weights": weights, "epochs": trainer.current_epoch,
             "steps": trainer.global_step, "dejavu": module.dejavu_loss is not None, "last": self.last,
             "best": best, "monitor": module.monitor[0],
         })
-        print(run_summary(self.run_dir, trainer, module, self.last, best, self.weights, [*written, "metrics.json"],
+        print(run_summary(self.run_dir, trainer, module, self.last, best, weights, [*written, "metrics.json"],
                           time.monotonic() - self.started), flush=True)
 
     def _write_results(self, trainer: L.Trainer, module, exported: dict[str, Any]) -> list[str]:

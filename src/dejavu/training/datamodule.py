@@ -205,7 +205,7 @@ class DenseDataModule(L.LightningDataModule):
             (``scale``, ``flip``, ``jitter``); unset keys take the dataset's default (the usual
             scale 0.5-2 / flip / jitter for Cityscapes, ADE20K, NYUD-v2, KITTI and folders; none for
             synthetic scenes and CamVid, as their shipped results were measured).
-        train_length, val_length: number of synthetic scenes per split (ignored otherwise).
+        train_length, val_length: number of synthetic scenes per split (refused for other datasets).
         seed: synthetic scene seed (train uses ``seed``, val ``seed + 1``, test ``seed + 2``) and the
             seed of the labelled subset.
         label_fraction: train on this fraction of the training images only (DDeP's few-label setting).
@@ -251,6 +251,11 @@ class DenseDataModule(L.LightningDataModule):
         for key, value in (("split", split), ("val_split", val_split)):
             if value not in ("train", "val", "test"):
                 raise ValueError(f"data.{key} must be 'train', 'val' or 'test', got {value!r}")
+        synthetic = issubclass(self.dataset_class, SyntheticScenes)
+        if not synthetic and (train_length, val_length) != (512, 64):  # they would be ignored
+            raise ValueError(f"data.train_length and data.val_length count synthetic scenes; the {name or 'given'} "
+                             "dataset has its own (for a short trial, --trainer.limit_train_batches and "
+                             "--trainer.limit_val_batches take fewer batches)")
         if train_sequences is not None and self.dataset_class is not CamVid:
             raise ValueError(f"data.train_sequences is for CamVid's driving sequences; the {name or 'given'} "
                              "dataset has none")

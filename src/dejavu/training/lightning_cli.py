@@ -38,6 +38,7 @@ from .callbacks import (
 )
 from .datamodule import DenseDataModule, class_names, dataset_class
 from .module import DejaVuModule
+from .parser import DejaVuArgumentParser
 from .progress import RunModelSummary, RunProgressBar, quiet
 
 
@@ -118,7 +119,7 @@ class DejaVuCLI(LightningCLI):
                 DejaVuModule, DenseDataModule, save_config_callback=RunConfig, seed_everything_default=0,
                 trainer_defaults={"precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
                                   "max_epochs": 10, "log_every_n_steps": 10},
-                args=args, run=run, auto_configure_optimizers=False,
+                args=args, run=run, auto_configure_optimizers=False, parser_class=DejaVuArgumentParser,
             )
         finally:  # finished or failed: the next run (in this process too: fit_run, compare) may take the folder
             if self._lock is not None:
@@ -180,6 +181,8 @@ class DejaVuCLI(LightningCLI):
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"dejavu {sub}: --ckpt_path: {e}") from None
         saved = {k: v for k, v in saved.items() if k not in ("_instantiator", "_class_path")}
+        if not saved:  # a checkpoint from elsewhere: loading its weights names what does not fit
+            return
         given, default = (_flat(ns.as_dict()) for ns in (cfg["model"], self._parser(sub).get_defaults()["model"]))
         stated = {k: v for k, v in given.items() if k not in default or default[k] != v}
         clashes = [f"model.{k}: checkpoint {_saved_value(saved, k)!r}, config {v!r}" for k, v in stated.items()
@@ -286,6 +289,10 @@ def lock_run_dir(run_dir: Path) -> FileLock:
     except Timeout:
         raise SystemExit(f"dejavu fit: run folder {run_dir} is in use by another dejavu run (it holds "
                          f"{run_dir / LOCK}); wait for that run to end, or choose another --run_dir") from None
+    except OSError as e:  # a folder where the lock file goes, a read-only folder...
+        what = "a folder" if (run_dir / LOCK).is_dir() else e.strerror or type(e).__name__
+        raise SystemExit(f"dejavu fit: --run_dir {run_dir}: cannot take its lock file {run_dir / LOCK} ({what}); "
+                         f"remove what is there, or choose another --run_dir") from None
     return lock
 
 
@@ -429,6 +436,9 @@ def fill_class_counts(task: dict[str, Any], dataset: str | dict) -> None:
             given = spec.get(key)
             if given is None and value is not None:
                 spec[key] = value
+            elif key == "num_classes" and (isinstance(given, bool) or not isinstance(given, int)):
+                raise ValueError(f"model.task: num_classes must be an int, got {given!r}; leave it out to take the "
+                                 f"{cls.__name__} dataset's {value}")
             elif key == "num_classes" and value is not None and given != value:
                 raise ValueError(f"model.task: num_classes={given}, but the {cls.__name__} dataset has {value} "
                                  "classes; leave num_classes out to take the dataset's")

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from .. import redaction as R
+from ..arguments import check_types
 from ..extensions import CyclicConsistency, SharedAttentionRegeneration, TextSupervision, TrainingStep
 from ..losses import DejaVuLoss, NonFiniteError
-from ..models import create_model, load_weights
+from ..models import create_model, input_size_named, load_weights
 from ..models.shared_attention import SharedAttention
 from ..tasks import MultiTask, Task, create_task
 from .divergence import DivergenceGuard
@@ -167,6 +168,7 @@ class DejaVuModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_types("model", DejaVuModule.__init__, dict(self.hparams))
         check_inference(inference)
         self.guard = DivergenceGuard(divergence_factor)
         if crm_lr is not None and (isinstance(crm_lr, bool) or not isinstance(crm_lr, (int, float)) or crm_lr <= 0):
@@ -354,9 +356,11 @@ class DejaVuModule(L.LightningModule):
 
     def evaluate(self, image: Tensor) -> Tensor:
         """The raw prediction at evaluation: one pass, or ``inference``'s windows and augmentations."""
-        if not self.hparams.inference:
-            return self.predict(image)[0]
-        return predict_views(lambda x: self.predict(x)[0], image, self.task, **self.hparams.inference)
+        with input_size_named(image, "give a larger --data.eval_size (or --data.size), or model.inference scales "
+                                     "and windows that keep each view larger"):
+            if not self.hparams.inference:
+                return self.predict(image)[0]
+            return predict_views(lambda x: self.predict(x)[0], image, self.task, **self.hparams.inference)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         batch = self.fixed_prepare(batch, batch_idx)
