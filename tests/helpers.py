@@ -112,3 +112,12 @@ class HoldAtStart(L.Callback):
 
         self.marker.write_text(str(os.getpid()))
         time.sleep(self.seconds)
+
+
+class NoBestCheckpoint(L.Callback):
+    """Keeps the best-checkpoint callback from writing, as when the monitored metric is never measured."""
+
+    def setup(self, trainer, module, stage) -> None:
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                callback.save_top_k = 0

@@ -158,7 +158,11 @@ def test_a_run_reports_itself(tmp_path, capsys):
     last, best = metrics["last"]["val"]["val/mIoU"], metrics["best"]["val"]["val/mIoU"]
     assert f"val/mIoU: last {last:.4f} (epoch 3), best {best:.4f} (epoch {metrics['best']['epoch']})" in summary
     assert "val/reliance: " in summary and "wrote, from the last epoch's weights: model.safetensors" in summary
-    assert metrics["weights"] == "last" and metrics["val"] == metrics["last"]["val"]
+    summary_metrics = {k: v for k, v in metrics["val"].items() if "/IoU/" not in k}
+    assert metrics["weights"] == "last" and summary_metrics == metrics["last"]["val"]
+    # each class's IoU beside mIoU, as the confusion matrix gives it
+    iou = {k.removeprefix("val/IoU/"): v for k, v in metrics["val"].items() if "/IoU/" in k}
+    assert iou == metrics["last"]["iou"]["val/IoU"] and len(iou) == 6
     dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "log"))  # captured: not a terminal
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert [line.split("  ")[:2] for line in lines] == [["epoch 1/3", "batch 4/12 (33%)"],
@@ -237,9 +241,25 @@ def test_the_exported_weights_are_the_users_choice(tmp_path):
     assert best["global_step"] == 4 and metrics["weights"] == "best"
     exported = load_file(str(run / "model.safetensors"))
     assert all(torch.equal(v, best["state_dict"][f"net.{k}"]) for k, v in exported.items())
-    assert metrics["val"] == metrics["best"]["val"] and metrics["best"]["epoch"] == 1
+    assert {k: v for k, v in metrics["val"].items() if "/IoU/" not in k} == metrics["best"]["val"]
+    assert metrics["best"]["epoch"] == 1
     tested = evaluate_run(run, "val")["metrics"]
     assert tested["val/mIoU"] == pytest.approx(metrics["val"]["val/mIoU"], abs=1e-6)
+
+
+def test_best_weights_are_never_the_last_ones_labelled_best(tmp_path, capsys):
+    """With validation off there is no best epoch: --export_weights best is refused before training. Where no
+    best checkpoint was written (the monitored metric never measured), the last weights are labelled last."""
+    cfg = write_config(tmp_path / "c.yaml", dejavu=False)
+    for off in (("--trainer.limit_val_batches", "0"), ("--trainer.check_val_every_n_epoch", "5")):
+        with pytest.raises(ValueError, match="--export_weights best picks the epoch of the best validation score"):
+            dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "off"), "--export_weights", "best", *off,
+                   "--overwrite", "true")
+    run = tmp_path / "run"
+    dejavu("fit", "--config", str(cfg), "--run_dir", str(run), "--export_weights", "best",
+           "--trainer.callbacks+=helpers.NoBestCheckpoint")
+    assert json.loads((run / "metrics.json").read_text())["weights"] == "last"
+    assert "so the last weights are exported, and labelled so" in capsys.readouterr().out
 
 
 def test_shipped_configs_are_found_from_any_folder(tmp_path, monkeypatch, capsys):

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [(seed, name, cfg) for seed in range(a.seeds) for name, cfg in zip(names, a.config, strict=True)]
     for seed, name, cfg in tqdm(jobs, desc="dejavu compare", unit="run"):
         run = out / name / f"seed{seed}"
-        metrics = fit_run(cfg, run, "--seed_everything", str(seed), *overrides)["val"]
+        metrics = {k: v for k, v in fit_run(cfg, run, "--seed_everything", str(seed), *overrides)["val"].items()
+                   if "/IoU/" not in k}  # the summary metrics; each run's metrics.json has every class's IoU
         for sigma in a.test_noise:
             tested = test_run(run, "test", sigma)["metrics"]
             metrics |= {f"test_noise{sigma:g}/{k.removeprefix('test/')}": v for k, v in tested.items()}

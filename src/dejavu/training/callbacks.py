@@ -364,8 +364,10 @@ class RunArtifacts(L.Callback):
             weights = "last"
         exported = best if weights == "best" else self.last
         written = self._write_results(trainer, module, exported)
+        per_class = {f"{key}/{name}": value for key, table in exported.get("iou", {}).items()
+                     for name, value in table.items()}  # val/IoU/road, beside val/mIoU
         write_json(self.run_dir / "metrics.json", {
-            "val": exported.get("val", {}), "weights": weights, "epochs": trainer.current_epoch,
+            "val": {**exported.get("val", {}), **per_class}, "weights": weights, "epochs": trainer.current_epoch,
             "steps": trainer.global_step, "dejavu": module.dejavu_loss is not None, "last": self.last,
             "best": best, "monitor": module.monitor[0],
         })
