@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from dejavu.cli import deploy
 from dejavu.cli import main as dejavu
@@ -77,6 +77,20 @@ def test_predict_errors_name_the_problem(run, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"cannot read image file .*bad\.png"):
         predict(run / "run", str(tmp_path / "bad.png"), tmp_path / "o")
+
+
+def test_a_run_loads_as_a_module_in_one_line(run):
+    """`dejavu.load_model(RUN)`: the trained network, eval mode, the exported weights; the ONNX file's
+    input is named `image` and its output `prediction`, as docs/training.md says."""
+    import dejavu
+
+    net = dejavu.load_model(run / "run")
+    assert isinstance(net, torch.nn.Module) and not net.training
+    weights = load_file(str(run / "run" / "model.safetensors"))
+    assert all(torch.equal(v, weights[k]) for k, v in net.state_dict().items())
+    assert net(torch.rand(1, 3, 32, 32)).shape == (1, 6 + 1 + 3, 32, 32)
+    docs = (Path(__file__).parent.parent / "docs" / "training.md").read_text()
+    assert 'dejavu.load_model("runs/' in docs and "input `image`" in docs and "output `prediction`" in docs
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "exported-program"])

@@ -26,10 +26,15 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["from_hub", "is_offline", "read_file", "read_tensors", "torchvision_state_dict", "verify_file",
-           "write_safetensors"]
+__all__ = ["MissingDownloadError", "from_hub", "is_offline", "read_file", "read_tensors", "torchvision_state_dict",
+           "verify_file", "write_safetensors"]
 
 T = TypeVar("T")
+
+
+class MissingDownloadError(FileNotFoundError):
+    """Pretrained weights that are neither cached nor downloadable (offline, or the download failed); the
+    message names the file, the cache and the ways out."""
 
 
 def is_offline(offline: bool | None = None) -> bool:
@@ -62,7 +67,7 @@ def torchvision_state_dict(weights: Any, what: str, ways_out: tuple[str, str],
         offline: forbid the download (``None``: :func:`is_offline`).
 
     Raises:
-        FileNotFoundError: not cached, and offline or the download failed.
+        MissingDownloadError: not cached, and offline or the download failed (a FileNotFoundError).
     """
     import torch.hub
 
@@ -70,11 +75,11 @@ def torchvision_state_dict(weights: Any, what: str, ways_out: tuple[str, str],
     file = weights.url.rsplit("/", 1)[-1]
     off = is_offline(offline)
     if off and not (cache / file).is_file():
-        raise FileNotFoundError(_missing(what, file, cache, ways_out, True))
+        raise MissingDownloadError(_missing(what, file, cache, ways_out, True))
     try:
         return weights.get_state_dict(progress=True, check_hash=True)
     except OSError as e:  # URLError and HTTPError are OSErrors
-        raise FileNotFoundError(_missing(what, f"{file} ({weights.url})", cache, ways_out, off, str(e))) from None
+        raise MissingDownloadError(_missing(what, f"{file} ({weights.url})", cache, ways_out, off, str(e))) from None
 
 
 @contextmanager
@@ -116,7 +121,7 @@ def from_hub(load: Callable[[], T], what: str, file: str, ways_out: tuple[str, s
             raise
         cache = Path(constants.HF_HUB_CACHE)
         why = f"{constants.ENDPOINT} cannot be reached" if unreachable else _gist(cause)
-        raise FileNotFoundError(_missing(what, file, cache, ways_out, off, why)) from None
+        raise MissingDownloadError(_missing(what, file, cache, ways_out, off, why)) from None
 
 
 @functools.cache

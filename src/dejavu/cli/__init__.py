@@ -27,12 +27,13 @@ commands:
   export     export a trained network to ONNX or a torch.export program (dynamic batch and size)
   configs    list the configs shipped with the package, or those whose name holds each WORD given
              (--config takes their names from any folder)
+  fake-data  write a small fake copy of a paper dataset in its official layout, to smoke-test a recipe
 
 `dejavu COMMAND --help` gives the options of one command; `dejavu --version` the version. A mistake
 prints its message; add --debug (or set DEJAVU_DEBUG=1) for the traceback."""
 
 
-COMMANDS = ("fit", "validate", "test", "demo", "compare", "bench", "predict", "export", "configs")
+COMMANDS = ("fit", "validate", "test", "demo", "compare", "bench", "predict", "export", "configs", "fake-data")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                FloatingPointError)
 
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
                          "(dejavu --help says what each does)")
     elif argv[0] == "configs":
         list_configs(argv[1:])
+    elif argv[0] == "fake-data":
+        fake_data(argv[1:])
     elif argv[0] == "demo":
         from .demo import main as demo
 
@@ -123,6 +126,27 @@ def list_configs(words: list[str]) -> None:
     print(f"configs shipped with dejavu-dense ({packaged_config('')}); give one as --config NAME:")
     for name, summary in configs:
         print(f"  {name:45s} {summary}")
+
+
+def fake_data(argv: list[str]) -> None:
+    """``dejavu fake-data NAME DIR``: :func:`dejavu.data.fake.write_fake` from the command line."""
+    import argparse
+
+    from ..data.fake import FAKE_LAYOUTS, write_fake
+
+    p = argparse.ArgumentParser(prog="dejavu fake-data", description="Write a small fake copy of a paper dataset "
+                                "in its official layout (random images, valid labels), to smoke-test a recipe with "
+                                "--data.root DIR before downloading the real one. Its scores mean nothing.")
+    p.add_argument("name", choices=sorted(FAKE_LAYOUTS), help="the dataset (kitti: both the Eigen split and "
+                   "monodepth2's video split files)")
+    p.add_argument("dir", help="a new or empty folder to write it to")
+    p.add_argument("--images", type=int, default=4, help="images per split")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size (default: the dataset's own, "
+                   "scaled down)")
+    a = p.parse_args(argv)
+    root = write_fake(a.name, a.dir, a.images, a.size)
+    print(f"dejavu fake-data: wrote a fake {a.name} ({a.images} images per split) to {root}; give it as "
+          f"--data.root {root} (dejavu configs {a.name.split('_')[0]} lists its recipes)")
 
 
 def console() -> None:

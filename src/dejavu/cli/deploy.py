@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +20,9 @@ from tqdm import tqdm
 
 from ..data import distinct_palette
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image
-from ..models import QueryPrediction, create_model, input_size_named, load_weights
-from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, Task, create_task
+from ..models import QueryPrediction, input_size_named
+from ..models.run import load_run, run_folder
+from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, Task
 from ..training.callbacks import atomic_write, file_in_the_way
 from ..weights import verify_file
 
@@ -50,53 +50,6 @@ def _at_least(least: int, what: str) -> Callable[[str], int]:
     return parse
 
 
-def _run_folder(path: str | Path) -> Path:
-    """The run folder of ``path``: the folder itself, or the one holding a ``model.json`` /
-    ``model.safetensors`` path."""
-    run = Path(path).expanduser()
-    return run.parent if run.suffix in (".json", ".safetensors") else run
-
-
-def load_run(path: str | Path) -> tuple[nn.Module, Task, dict[str, Any]]:
-    """The inference network (eval mode, on the CPU), its task and ``model.json`` of a run folder (or
-    of a ``model.json`` / ``model.safetensors`` path inside one).
-
-    Raises:
-        FileNotFoundError: no such folder, or one without ``model.json`` and ``model.safetensors``
-            (not a finished run: the message says what is missing).
-    """
-    run = _run_folder(path)
-    missing = [name for name in ("model.json", "model.safetensors") if not (run / name).is_file()]
-    if not run.is_dir() or missing:
-        raise FileNotFoundError(f"{run} is not a finished run folder: it lacks {' and '.join(missing) or 'itself'}; "
-                                "give the --run_dir of a `dejavu fit` that completed")
-    meta = read_model_json(run / "model.json")
-    task = create_task(**meta["task"])
-    heads = [t.channels for t in task.tasks] if isinstance(task, MultiTask) else task.channels
-    spec = dict(meta["network"])
-    net = create_model(spec.pop("name"), heads, **{k: v for k, v in spec.items() if k != "encoder_weights"})
-    load_weights(net, run / "model.safetensors")
-    return net.eval(), task, meta
-
-
-def read_model_json(path: Path) -> dict[str, Any]:
-    """A run's ``model.json``: how to rebuild its network.
-
-    Raises:
-        ValueError: a file that is not JSON (truncated...) or lacks ``network`` or ``task``, naming it.
-    """
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not readable JSON ({e}); it is written when a run ends: run `dejavu fit` with "
-                         "--ckpt_path last to write it again, or restore the file") from None
-    missing = [k for k in ("network", "task") if not isinstance(meta, dict) or not isinstance(meta.get(k), dict)]
-    if missing:
-        raise ValueError(f"{path} lacks its {missing[0]!r} entry (how to rebuild the network); it is not a dejavu "
-                         "run's model.json, or was cut short")
-    return meta
-
-
 # ---------------------------------------------------------------------------------- export
 def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, int] = (256, 256),
            batch: int = 2) -> tuple[Path, float]:
@@ -113,8 +66,8 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
         raise ValueError(f"dejavu export: --size must be at least 2 2 (a side of 1 is specialised by torch.export "
                          f"and the program would only take that size), got {' '.join(map(str, size))}")
     net, _, _ = load_run(run)
-    out = Path(out) if out else _run_folder(run) / FORMATS[fmt]
-    _check_export_path(_run_folder(run), out)
+    out = Path(out) if out else run_folder(run) / FORMATS[fmt]
+    _check_export_path(run_folder(run), out)
     x = torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(0))
     dynamic = {"x": {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}}
     with torch.no_grad():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -23,10 +23,13 @@ from ..losses import DejaVuLoss, NonFiniteError
 from ..models import create_model, input_size_named, load_weights
 from ..models.shared_attention import SharedAttention
 from ..tasks import MultiTask, Task, create_task
+from ..weights import MissingDownloadError
 from .divergence import DivergenceGuard
 from .inference import check_inference
 from .inference import predict as predict_views
 from .optim import JointOptimizer
+
+T = TypeVar("T")
 
 
 def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
@@ -181,31 +184,40 @@ class DejaVuModule(L.LightningModule):
             raise ValueError(f"model.inference averages dense outputs over views; the {self.task.name} task's "
                              "predictions are per query: leave model.inference null")
         self.task_modules = nn.ModuleDict(self.task.modules())  # registered: trained, moved and saved with the rest
+        if (cyclic_weight > 0 or text_supervision or network.get("name") == "dejavu_sa") and self.task.query_based:
+            raise ValueError(f"model.cyclic_weight, model.text_supervision and dejavu_sa compare dense outputs; the "
+                             f"{self.task.name} task's predictions are per query: train it with model.dejavu alone")
+        if (cyclic_weight > 0 or text_supervision) and dejavu is None:
+            raise ValueError("model.cyclic_weight and model.text_supervision extend DejaVu: set model.dejavu too")
+        # every part with pretrained weights is built before any missing download is reported, so that an
+        # offline run names all the files it needs at once, not one per attempt
+        missing: list[MissingDownloadError] = []
         heads = [t.channels for t in self.task.tasks] if isinstance(self.task, MultiTask) else self.task.channels
-        self.net: nn.Module = _build("model.network", create_model, network, out_channels=heads)
+        net = _downloaded(missing, lambda: _build("model.network", create_model, network, out_channels=heads))
+        self.dejavu_loss = None if dejavu is None else _downloaded(missing, lambda: _build_dejavu(dejavu, self.task))
+        text = None
+        if text_supervision:
+            spec = {"class_names": getattr(self.task, "class_names", None), **text_supervision}
+            text = _downloaded(missing, lambda: _text_supervision(spec))
+        sa = None
+        if isinstance(net, SharedAttention) or (net is None and network.get("name") == "dejavu_sa"):
+            sa = _downloaded(missing, lambda: SharedAttentionRegeneration(sa_weight, sa_lpips_weight, sa_lpips_weights))
+        if missing:
+            raise MissingDownloadError(missing[0] if len(missing) == 1 else f"{len(missing)} pretrained files are "
+                                       "needed and missing:\n" + "\n".join(f"- {e}" for e in missing))
+        self.net: nn.Module = net
         self.auxiliary_outputs = _has_auxiliary_outputs(self.net)
         if pretrained:
             skipped = load_weights(self.net, pretrained, strict=False)
             rank_zero_info(f"model.pretrained: loaded {pretrained}; kept the initial values of {skipped or 'nothing'}")
-        self.dejavu_loss = None if dejavu is None else _build_dejavu(dejavu, self.task)
-        if (cyclic_weight > 0 or text_supervision or isinstance(self.net, SharedAttention)) and self.task.query_based:
-            raise ValueError(f"model.cyclic_weight, model.text_supervision and dejavu_sa compare dense outputs; the "
-                             f"{self.task.name} task's predictions are per query: train it with model.dejavu alone")
-        if (cyclic_weight > 0 or text_supervision) and self.dejavu_loss is None:
-            raise ValueError("model.cyclic_weight and model.text_supervision extend DejaVu: set model.dejavu too")
         # the extensions, each an auxiliary objective that returns its named losses
         self.auxiliaries = nn.ModuleDict()
-        if isinstance(self.net, SharedAttention):
-            self.auxiliaries["sa"] = SharedAttentionRegeneration(sa_weight, sa_lpips_weight, sa_lpips_weights)
+        if sa is not None:
+            self.auxiliaries["sa"] = sa
         if cyclic_weight > 0:
             self.auxiliaries["cyclic"] = CyclicConsistency(cyclic_weight)
-        if text_supervision:
-            names = getattr(self.task, "class_names", None)
-            text_supervision = {"class_names": names, **text_supervision}
-            try:
-                self.auxiliaries["text"] = TextSupervision(**text_supervision)
-            except TypeError as e:
-                raise ValueError(f"model.text_supervision: bad config key or value: {e}") from None
+        if text is not None:
+            self.auxiliaries["text"] = text
         if crm_pretraining:
             if type(self.task).target_condition is Task.target_condition:
                 raise ValueError(f"model.crm_pretraining: the {type(self.task).__name__} task has no ground-truth "
@@ -443,6 +455,22 @@ def _batch_statistics(image: Tensor) -> Iterator[None]:
                          f"({str(e).splitlines()[0]}): batch statistics need two or more. Give a larger --data.size "
                          "(e.g. 64 64 for a network that downsamples 32 times), a --data.batch_size of 2 or more, "
                          "or, when the CRM is named, a larger --model.dejavu.scale") from None
+
+
+def _downloaded(missing: list[MissingDownloadError], build: Callable[[], T]) -> T | None:
+    """``build()``, or ``None`` with its :class:`MissingDownloadError` added to ``missing``."""
+    try:
+        return build()
+    except MissingDownloadError as e:
+        missing.append(e)
+        return None
+
+
+def _text_supervision(spec: dict[str, Any]) -> TextSupervision:
+    try:
+        return TextSupervision(**spec)
+    except TypeError as e:
+        raise ValueError(f"model.text_supervision: bad config key or value: {e}") from None
 
 
 def _build_dejavu(spec: dict[str, Any], task: Task) -> DejaVuLoss:
