@@ -195,8 +195,37 @@ def test_a_hub_mask2former_offline_and_not_cached_is_named(monkeypatch, tmp_path
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="facebook/mask2former-swin-tiny-coco-panoptic"):
         create_model("mask2former", 133, pretrained="facebook/mask2former-swin-tiny-coco-panoptic", offline=True)
-    with pytest.raises(FileNotFoundError, match="microsoft/swin-tiny-patch4-window7-224"):
+    # the ways out read as a sentence: a local copy, or the backbone from scratch
+    ways_out = (r"give a local file with pretrained=FOLDER \(a save_pretrained copy of a whole Mask2Former\), or "
+                r"train the backbone from scratch with encoder_weights=None\.$")
+    with pytest.raises(FileNotFoundError, match="microsoft/swin-tiny-patch4-window7-224.*" + ways_out):
         create_model("mask2former", 133, encoder_weights="imagenet", offline=True)
+    with pytest.raises(FileNotFoundError, match="timm's 'imagenet' weights of 'resnet18'.*" + ways_out):
+        create_model("mask2former", 133, backbone="resnet18", encoder_weights="imagenet", offline=True)
+
+
+def test_a_timm_backbone_of_mask2former_gets_its_imagenet_weights(monkeypatch):
+    """encoder_weights='imagenet' on a timm backbone built a random backbone without a word (transformers 5
+    ignores use_pretrained_backbone); the weights timm gives (here: a seeded stand-in for its cache) load."""
+    import timm
+
+    original = timm.create_model
+
+    def cached(name, pretrained=False, **kw):  # transformers builds its random backbone through timm too
+        if pretrained:
+            torch.manual_seed(123)
+        return original(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", cached)
+    net = create_model("mask2former", 6, backbone="resnet18", encoder_weights="imagenet", num_queries=4,
+                       hidden_dim=32, feature_size=32, mask_feature_size=32, encoder_layers=1, decoder_layers=2,
+                       dim_feedforward=64)
+    reference = cached("resnet18", pretrained=True, features_only=True, out_indices=(1, 2, 3, 4)).state_dict()
+    own = net.encoder.state_dict()
+    assert len(own) == len(reference) and all(k == f"_backbone.{name}" for k, name in zip(own, reference, strict=True))
+    assert all(torch.equal(own[f"_backbone.{name}"], v) for name, v in reference.items())
+    with pytest.raises(ValueError, match=r"encoder_weights is 'imagenet'.*or None, got 'in21k'"):
+        create_model("mask2former", 6, backbone="resnet18", encoder_weights="in21k")
 
 
 def test_swin_tiny_mask2former_is_the_papers_size():

@@ -111,14 +111,15 @@ def build_mask2former(num_classes: int, backbone: str = "swin_tiny", pretrained:
             once into the Hugging Face cache) or a local folder written by ``save_pretrained``; its class
             predictor is replaced when ``num_classes`` differs. ``None``: random weights.
         encoder_weights: ``"imagenet"``: the backbone's ImageNet weights, Swin's from the Hub
-            (:data:`SWIN_IMAGENET`), a timm backbone's through timm; fetched once into the cache.
+            (:data:`SWIN_IMAGENET`), a timm backbone's through timm (its default pretrained tag); fetched
+            once into the cache.
         **config: ``Mask2FormerConfig`` settings: ``num_queries`` (100), ``hidden_dim`` (256),
             ``decoder_layers`` (10: nine supervised layers and the query initialisation),
             ``encoder_layers`` (6) and the rest.
 
     Raises:
         ImportError: ``transformers`` not installed (naming the extra).
-        ValueError: an unknown config setting, or ``encoder_weights`` other than ``"imagenet"`` for Swin.
+        ValueError: an unknown config setting, or ``encoder_weights`` other than ``"imagenet"``.
         FileNotFoundError: weights neither cached nor downloadable (offline), naming them and the ways out.
     """
     try:
@@ -137,15 +138,16 @@ def build_mask2former(num_classes: int, backbone: str = "swin_tiny", pretrained:
                                     str(pretrained), ("pretrained=FOLDER (a save_pretrained copy)",
                                                       "train from scratch with pretrained=None"), offline))
     stages = ["stage1", "stage2", "stage3", "stage4"]
+    if encoder_weights not in (None, "imagenet"):
+        source = SWIN_IMAGENET[backbone] if backbone in SWIN else "timm's default pretrained tag"
+        raise ValueError(f"create_model('mask2former'): a backbone's encoder_weights is 'imagenet' (from {source}) "
+                         f"or None, got {encoder_weights!r}; for a whole COCO model give "
+                         "pretrained='facebook/mask2former-swin-tiny-coco-panoptic' or a local folder")
     if backbone in SWIN:
-        if encoder_weights not in (None, "imagenet"):
-            raise ValueError(f"create_model('mask2former'): a Swin backbone's encoder_weights is 'imagenet' (from "
-                             f"{SWIN_IMAGENET[backbone]}) or None, got {encoder_weights!r}; for a whole COCO model "
-                             "give pretrained='facebook/mask2former-swin-tiny-coco-panoptic' or a local folder")
         backbone_config = SwinConfig(**SWIN[backbone], out_features=stages)
-    else:
+    else:  # random here: transformers 5 builds a timm backbone without its weights whatever this config says
         backbone_config = TimmBackboneConfig(backbone=backbone, out_indices=(1, 2, 3, 4),
-                                             use_pretrained_backbone=encoder_weights is not None)
+                                             use_pretrained_backbone=False)
     known = set(inspect.signature(Mask2FormerConfig.__init__).parameters) - {"self", "backbone_config", "num_labels"}
     unknown = sorted(set(config) - known)
     if unknown:  # the config would keep them as attributes and use none
@@ -166,15 +168,38 @@ def build_mask2former(num_classes: int, backbone: str = "swin_tiny", pretrained:
         repo = SWIN_IMAGENET[backbone]
         swin = from_hub(lambda: SwinBackbone.from_pretrained(repo, out_features=stages),
                         f"create_model('mask2former', backbone={backbone!r}, encoder_weights='imagenet')", repo,
-                        ("encoder_weights=None (random) or pretrained=FOLDER", "a copy of the repository in the cache"),
+                        ("pretrained=FOLDER (a save_pretrained copy of a whole Mask2Former)",
+                         "train the backbone from scratch with encoder_weights=None"),
                         offline)
         model = Mask2Former(build())
         model.encoder.load_state_dict(swin.state_dict())
         return model
-    return Mask2Former(from_hub(build, f"create_model('mask2former', backbone={backbone!r})",
-                                f"timm's {encoder_weights!r} weights of {backbone!r}",
-                                ("train from scratch with encoder_weights=None", "a backbone timm has cached"),
-                                offline))
+    import timm
+
+    features = from_hub(lambda: timm.create_model(backbone, pretrained=True, features_only=True,
+                                                  out_indices=(1, 2, 3, 4)),
+                        f"create_model('mask2former', backbone={backbone!r})",
+                        f"timm's {encoder_weights!r} weights of {backbone!r}",
+                        ("pretrained=FOLDER (a save_pretrained copy of a whole Mask2Former)",
+                         "train the backbone from scratch with encoder_weights=None"),
+                        offline)
+    model = Mask2Former(build())
+    _load_by_suffix(model.encoder, features.state_dict(), f"timm's {backbone!r}")
+    return model
+
+
+def _load_by_suffix(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Load ``state`` into ``module``, whose keys are the same names under one prefix (transformers'
+    ``TimmBackbone`` holds the timm model one level down); the names must match one for one."""
+    own = module.state_dict()
+    first_own, first = next(iter(own)), next(iter(state))
+    prefix = first_own[: len(first_own) - len(first)] if first_own.endswith(first) else ""
+    renamed = {prefix + key: value for key, value in state.items()}
+    if renamed.keys() != own.keys():
+        odd = sorted(renamed.keys() ^ own.keys())[0]
+        raise ValueError(f"create_model('mask2former'): {source} weights do not fit the backbone (first odd tensor: "
+                         f"{odd!r})")
+    module.load_state_dict(renamed)
 
 
 @contextmanager
