@@ -6,6 +6,7 @@ from dejavu.cli import bench
 from dejavu.training import callbacks
 
 
+@pytest.mark.slow
 def test_bench_quick_reports_every_section(tmp_path):
     bench.main(["--quick", "--out", str(tmp_path), "--rounds", "1"])
     result = json.loads((tmp_path / "bench.json").read_text())

@@ -389,6 +389,7 @@ RECIPES = {  # config, fake layout, what makes a 2-step CPU run of it small
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_paper_recipes_run_on_fake_layouts(recipe, tmp_path):
     from pathlib import Path
@@ -620,6 +621,7 @@ def test_a_fake_copy_reads_as_the_real_dataset(name, tmp_path):
         main(["fake-data", name, str(tmp_path / name)])
 
 
+@pytest.mark.slow
 def test_the_docs_trial_run_smoke_tests_a_paper_recipe_offline(tmp_path, monkeypatch):
     """docs/training.md's short trial run, as written there, on a fake Cityscapes, offline with its ways out."""
     import json

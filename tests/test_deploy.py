@@ -80,17 +80,17 @@ def test_predict_errors_name_the_problem(run, tmp_path):
 
 
 def test_a_run_loads_as_a_module_in_one_line(run):
-    """`dejavu.load_model(RUN)`: the trained network, eval mode, the exported weights; the ONNX file's
+    """`load_model(RUN)`: the trained network, eval mode, the exported weights; the ONNX file's
     input is named `image` and its output `prediction`, as docs/training.md says."""
-    import dejavu
+    from dejavu.runs import load_model
 
-    net = dejavu.load_model(run / "run")
+    net = load_model(run / "run")
     assert isinstance(net, torch.nn.Module) and not net.training
     weights = load_file(str(run / "run" / "model.safetensors"))
     assert all(torch.equal(v, weights[k]) for k, v in net.state_dict().items())
     assert net(torch.rand(1, 3, 32, 32)).shape == (1, 6 + 1 + 3, 32, 32)
     docs = (Path(__file__).parent.parent / "docs" / "training.md").read_text()
-    assert 'dejavu.load_model("runs/' in docs and "input `image`" in docs and "output `prediction`" in docs
+    assert 'load_model("runs/' in docs and "input `image`" in docs and "output `prediction`" in docs
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
@@ -135,7 +135,7 @@ def test_torchvision_and_timm_checkpoints_load_into_smp_encoders(tmp_path):
                                   tmp_path / "resnet18-f37072fd.pth")
     assert report["unused"] == ["fc.bias", "fc.weight"] and "conv1.weight" in report["loaded"]
     torch.save(create_model("unet", 3).state_dict(), tmp_path / "unet.pt")
-    with pytest.raises(ValueError, match=r"unet\.pt does not fit the ResNetEncoder encoder: no value for"):
+    with pytest.raises(ValueError, match=r"unet\.pt does not fit the ResNetEncoder encoder: missing parameter"):
         create_model("smp:Unet", 3, encoder="resnet18", encoder_weights=str(tmp_path / "unet.pt"))
 
 
@@ -239,6 +239,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["predict", "export"])
 def test_sigkill_while_writing_leaves_no_file_under_a_final_name(run, tmp_path, command):
     """The predict and export kill windows with a real SIGKILL: no clean-up code runs, and still no
@@ -308,3 +309,36 @@ def test_predict_batches_images_of_their_own_size(run, tmp_path, monkeypatch):
             assert np.allclose(np.load(a), np.load(b), atol=1e-4)
         else:  # 8- or 16-bit images: a rounding step at most
             assert np.abs(np.asarray(Image.open(a), np.int64) - np.asarray(Image.open(b), np.int64)).max() <= 1
+
+
+def test_a_task_defined_outside_the_package_is_drawn_saved_and_exported(run, tmp_path, monkeypatch):
+    """A Task subclass of the user's own is asked for its files, its views and its output names: predict
+    writes its map and an overlay beside the image, the training figure draws it in colour, the export
+    names its output as the task says."""
+    import onnx
+
+    from dejavu.tasks import Task
+    from dejavu.training.figures import dejavu_figure
+
+    class Edges(Task):
+        name, key, channels, monitor = "edges", "edges", 1, ("edge_mse", "min")
+        output_names = ("edge_logits",)
+
+    _, _, meta = load_run(run / "run")
+    net = torch.nn.Conv2d(3, 1, 3, padding=1)
+    monkeypatch.setattr(deploy, "load_run", lambda _: (net.eval(), Edges(), meta))
+    out = tmp_path / "pred"
+    written = predict(run / "run", str(run / "images"), out, overlay=True)
+    assert sorted(p.name for p in written) == sorted(p.name for p in out.iterdir())
+    assert np.load(out / "scene0_edges.npy").shape == (1, 40, 56)
+    assert np.asarray(Image.open(out / "scene0_overlay.png")).shape == (40, 2 * 56, 3)  # the image, its view
+
+    view = Edges().view(torch.randn(1, 16, 16))
+    assert view.shape == (16, 16, 3) and view.min() == 0 and view.max() == 1
+    images = torch.rand(2, 3, 16, 16)
+    path = dejavu_figure(tmp_path / "f.png", images, Edges(), {"edges": torch.rand(2, 1, 16, 16)},
+                         {"prediction": torch.randn(2, 1, 16, 16)})
+    assert path.is_file()
+
+    exported, diff = export(run / "run", "onnx", tmp_path / "m.onnx", size=(16, 16))
+    assert [o.name for o in onnx.load(str(exported)).graph.output] == ["edge_logits"] and diff < EXPORT_TOLERANCE

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from dejavu import DejaVuLoss
 from dejavu.checks import AsyncCheck
 from dejavu.cli.bench import LOSS_VARIANTS, RANDOM_BLOCKS, VARIANTS, OpCounter, TrainStep
-from dejavu.losses import LPIPS, NonFiniteError, _resize
+from dejavu.losses import NonFiniteError, _resize
 from dejavu.models import create_model
+from dejavu.perceptual import LPIPS
 
 # at 2x19x128x128 (regeneration at 32x32), forward and backward; before: CRM-F 70 bare and 273 with
 # LPIPS and checks, CRM-R 470 bare and 673 (commit 26d819d, counted with parameter gradients accumulating)

@@ -8,7 +8,9 @@ import torchvision
 from torch import nn
 
 from dejavu import DejaVuLoss
-from dejavu.losses import LPIPS, PRESETS, hard_probabilities, structural_similarity
+from dejavu.conditioning import hard_probabilities
+from dejavu.losses import PRESETS
+from dejavu.perceptual import LPIPS, structural_similarity
 from dejavu.tasks import Depth, MultiTask, Normals, Segmentation
 
 # a CRM whose projection is not zero: a fresh CRM regenerates the redacted image exactly and sends no

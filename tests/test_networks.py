@@ -234,6 +234,7 @@ def test_swin_tiny_mask2former_is_the_papers_size():
 
 
 # ------------------------------------------------------------------- trained through `dejavu fit`
+@pytest.mark.slow
 @pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
 def test_mask2former_trains_with_and_without_dejavu_and_reports_pq(tmp_path, dejavu, monkeypatch):
     metrics = fit_two_steps(tmp_path, TINY_M2F, {"name": "query_panoptic", "train_num_points": 256}, dejavu)
@@ -262,6 +263,7 @@ def test_mask2former_trains_with_and_without_dejavu_and_reports_pq(tmp_path, dej
 
 # With DejaVu, both train in their paper recipes (test_datasets.py's test_paper_recipes_run_on_fake_layouts,
 # 2 steps; test_stability.py, 30 steps); here the baseline, and the export of what it trained.
+@pytest.mark.slow
 def test_ocr_trains_without_dejavu_and_exports_to_onnx(tmp_path):
     metrics = fit_two_steps(tmp_path, TINY_OCR, {"name": "segmentation"}, dejavu=False)
     assert metrics["steps"] == 2 and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
@@ -269,6 +271,7 @@ def test_ocr_trains_without_dejavu_and_exports_to_onnx(tmp_path):
     assert path.is_file() and difference < 1e-4
 
 
+@pytest.mark.slow
 def test_poolformer_m48_fpn_trains_without_dejavu_and_exports_to_onnx(tmp_path):
     metrics = fit_two_steps(tmp_path, POOLFORMER, {"name": "segmentation"}, dejavu=False)
     assert metrics["steps"] == 2 and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1

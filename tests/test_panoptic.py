@@ -132,13 +132,11 @@ def test_panoptic_loss_and_condition():
 
 
 def test_panoptic_figure_gives_each_instance_its_own_colour():
-    from dejavu.training.figures import colourise
-
     task = Panoptic(num_classes=3, things=[1, 2])
     value = torch.zeros(2, 4, 6, dtype=torch.long)
     value[0, :, 2:] = 1  # class 1 everywhere right of column 2...
     value[1, :, 2:4], value[1, :, 4:] = 1, 2  # ...as two instances
-    rgb = colourise(task, value, is_target=True)
+    rgb = task.view(value)
     assert rgb.shape == (4, 6, 3) and not np.allclose(rgb[0, 2], rgb[0, 4]) and np.allclose(rgb[0, 2], rgb[3, 3])
 
 
@@ -177,3 +175,10 @@ def test_the_coco_panoptic_preset_regenerates_from_a_panoptic_prediction():
     loss = loss_fn(image, raw).loss
     loss.backward()
     assert torch.isfinite(loss) and raw.grad[:, 6:].abs().sum() > 0  # the heatmap and offsets get a signal too
+
+
+def test_a_query_based_export_names_the_fields_of_its_prediction():
+    from dejavu.models import QueryPrediction
+    from dejavu.tasks import QueryPanoptic
+
+    assert QueryPanoptic.output_names == QueryPrediction._fields

@@ -97,6 +97,7 @@ TESTED = ("sgd_0.01", "adamw_6e-5", "adam_1e-3")
 STABILITY = ("sgd_0.01", "adamw_1e-4", "adam_1e-3")  # the largest step of each, where divergence starts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimiser", TESTED)
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_learns_whatever_trains_the_network(preset, optimiser, scenes, one_thread):
@@ -109,6 +110,7 @@ def test_every_preset_learns_whatever_trains_the_network(preset, optimiser, scen
         assert after < before, (seed, after / before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimiser", STABILITY)
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_a_crm_in_the_networks_optimiser_stays_stable(preset, optimiser, scenes, one_thread):
@@ -145,6 +147,7 @@ def test_the_readme_snippet_runs_as_written_offline(tmp_path):
     assert "final loss" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_readme_loop_is_stable_with_lpips(tmp_path, monkeypatch, scenes, one_thread):
     """The README's loop (the cityscapes preset with its LPIPS term on, SGD 0.01) for 200 steps on a small
     network: every loss finite. LPIPS's AlexNet is a random one put in the cache."""
@@ -200,6 +203,7 @@ def dejavu_configs():
     return [c for c in CONFIGS if "dejavu" in resolved(c)["model"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", dejavu_configs(), ids=lambda c: f"{c.parent.name}/{c.name}")
 def test_every_shipped_dejavu_config_trains_30_steps(config, tmp_path):
     """At its own optimiser and learning rate, on a small crop of a fake copy of its data: 30 steps,

@@ -270,3 +270,25 @@ def test_figures_carry_a_legend_of_the_classes():
     assert [h.get_label() for h in handles] == ["road", "car", "sky"]
     assert tuple(handles[1].get_facecolor()[:3]) == (0.0, 1.0, 0.0)
     assert legend_handles(Depth()) == [] and legend_handles(Segmentation(3)) == []  # nothing to name
+
+
+@pytest.mark.parametrize("name,kwargs", [("segmentation", {"num_classes": 4}), ("depth", {}), ("normals", {}),
+                                         ("panoptic", {"num_classes": 4, "things": [2, 3]}),
+                                         ("selfsup_depth", {"pose": "known"}), ("denoising", {}),
+                                         ("masked", {})])
+def test_a_task_names_the_files_it_writes_and_draws_its_answers(name, kwargs):
+    """Each task's prediction files are the ones it writes, and its view of an answer is an RGB image."""
+    task = create_task(name, **kwargs)
+    value = task.predicted_map(torch.randn(1, task.channels, 8, 8))[0]
+    for raw_ids in (False, True):
+        assert list(task.predicted_files(value, "x", None, raw_ids)) == task.prediction_files("x", raw_ids)
+    view = task.view(value)
+    assert view.shape == (8, 8, 3) and view.min() >= 0 and view.max() <= 1
+
+
+def test_a_multitask_is_asked_through_its_subtasks():
+    mt = MultiTask([Segmentation(3), Depth(), Normals()])
+    raw = torch.randn(2, 7, 8, 8)
+    assert [t.name for t in mt.subtasks] == ["semantic", "depth", "normals"] and mt.head_channels == [3, 1, 3]
+    assert [p.shape[1] for p in mt.split(raw)] == [3, 1, 3]
+    assert Depth().subtasks[0].name == "depth" and Depth().head_channels == 1 and Depth().split(raw) == [raw]

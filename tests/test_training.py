@@ -44,6 +44,8 @@ def write_config(path: Path, dejavu: bool = True, **changes) -> Path:
     cfg = json.loads(json.dumps(TINY))
     if dejavu:
         cfg["model"]["dejavu"] = DEJAVU
+    if "data__dataset" in changes:  # the scene counts are the synthetic dataset's; another has its own
+        del cfg["data"]["train_length"], cfg["data"]["val_length"]
     for dotted, value in changes.items():
         *parents, leaf = dotted.split("__")
         node = cfg
@@ -196,6 +198,7 @@ def test_a_run_logs_what_practitioners_look_for(tmp_path):
     assert len(events.Images("val/figure")) == 2
 
 
+@pytest.mark.slow
 def test_fit_is_quiet_by_default(tmp_path):
     """No Lightning logger advertisement, no FLOPs column of zeros, no known deprecation warnings from
     Lightning or torchdata, no "`Trainer.fit` stopped" (the summary says it): in the command itself."""
@@ -514,6 +517,7 @@ KILL_WINDOWS = {  # where the kill lands: a random training step, the last epoch
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window", KILL_WINDOWS)
 def test_sigkill_then_resume_is_exact(uninterrupted, window):
     """A run killed by SIGKILL (no handler, no clean-up) and resumed from its last checkpoint ends with
@@ -542,6 +546,7 @@ def test_last_checkpoint_is_written_after_every_epoch(tmp_path):
     assert steps == [4, 12]
 
 
+@pytest.mark.slow
 def test_a_run_folder_in_use_is_refused(tmp_path):
     """Two runs in one folder: with --overwrite the second deleted the first's files while it ran, without
     it one died of TensorBoard's FileNotFoundError. The folder's lock refuses the second run by name, and a
@@ -568,6 +573,7 @@ def test_a_run_folder_in_use_is_refused(tmp_path):
     assert (run / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", data__train_length=32)
     run, probe = tmp_path / "run", tmp_path / "probe"
@@ -596,6 +602,7 @@ def test_demo_quick(tmp_path):
         demo(["--quick", "--out", str(tmp_path / "demo")])
 
 
+@pytest.mark.slow
 def test_compare_two_seeds(tmp_path):
     a, b = write_config(tmp_path / "a.yaml", dejavu=False), write_config(tmp_path / "b.yaml")
     compare(["--config", str(a), "--config", str(b), "--seeds", "2", "--out", str(tmp_path / "cmp")])
@@ -621,6 +628,7 @@ def test_compare_refuses_arms_it_could_not_compare(tmp_path):
     assert not (tmp_path / "cmp").exists() and not (tmp_path / "c3").exists()
 
 
+@pytest.mark.slow
 def test_compare_several_arms_trains_the_reference_once(tmp_path):
     a = write_config(tmp_path / "a.yaml", dejavu=False)
     b = write_config(tmp_path / "b.yaml")

@@ -1,6 +1,8 @@
 """The DejaVu loss: ``gamma * (mse_weight * MSE(I_G, I) + lpips_weight * LPIPS(I_G, I))``.
 
-:class:`DejaVuLoss` owns the redaction, the CRM and (optionally) LPIPS. Given an image and the
+:class:`DejaVuLoss` owns the redaction (:mod:`dejavu.redaction`), the CRM
+(:mod:`dejavu.regeneration`) and optionally LPIPS (:mod:`dejavu.perceptual`); the condition maps are in
+:mod:`dejavu.conditioning`. Given an image and the
 network's prediction it redacts the image, regenerates it from the redacted image and the
 prediction's conditioning map, and returns the loss with everything a user may want to look at.
 Gradients reach the prediction through the CRM; the image is data and receives none.
@@ -20,231 +22,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import redaction as R
+from .arguments import matches
 from .checks import AsyncCheck
-from .regeneration import build_crm
-from .weights import read_tensors, torchvision_state_dict
+from .conditioning import ADAPTERS, blank_condition
+from .perceptual import LPIPS, structural_similarity
+from .regeneration import build_crm, load_crm_weights
+from .weights import FrozenStateMixin
 
-__all__ = ["ADAPTERS", "LPIPS", "PRESETS", "DejaVuLoss", "DejaVuOutput", "FrozenStateMixin", "NonFiniteError",
-           "blank_condition",
-           "load_crm_weights", "structural_similarity",
-           "depth_map", "hard_probabilities", "probabilities", "smallest_scale", "unit_vectors"]
-
-
-# ------------------------------------------------------------------------- conditioning maps
-# The one source of the maps the CRM is conditioned on; each task's ``condition`` uses these.
-def probabilities(logits: Tensor) -> Tensor:
-    """Class probabilities (softmax over channels), for segmentation logits."""
-    return logits.softmax(dim=1)
+__all__ = ["PRESETS", "DejaVuLoss", "DejaVuOutput", "NonFiniteError", "smallest_scale"]
 
 
-def hard_probabilities(logits: Tensor) -> Tensor:
-    """One-hot arg-max classes, with the softmax's gradient (straight-through estimator).
-
-    The soft probabilities' low-confidence channels can carry colour and texture to the CRM, which helps
-    it regenerate without helping the segmentation; a one-hot condition carries the labels alone, and
-    matches the condition a CRM pretrained on the ground truth saw.
-    """
-    soft = logits.softmax(dim=1)
-    hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)
-    return hard + soft - soft.detach()
-
-
-def depth_map(depth: Tensor) -> Tensor:
-    """Depth normalised per image to [0, 1], so the CRM sees shape, not scale."""
-    lo = depth.amin(dim=(1, 2, 3), keepdim=True)
-    hi = depth.amax(dim=(1, 2, 3), keepdim=True)
-    return (depth - lo) / (hi - lo).clamp_min(1e-6)
-
-
-def unit_vectors(x: Tensor) -> Tensor:
-    """Unit vectors along channels, for surface normals."""
-    return F.normalize(x, dim=1)
-
-
-ADAPTERS: dict[str, Callable[[Tensor], Tensor]] = {
-    "softmax": probabilities,
-    "hard_softmax": hard_probabilities,
-    "sigmoid": torch.sigmoid,
-    "depth": depth_map,
-    "normals": unit_vectors,
-    "identity": lambda x: x,
-}
-
-
-# ----------------------------------------------------------------- frozen, supplied networks
-class FrozenStateMixin(nn.Module):
-    """Leaves the submodules named in ``frozen_children`` out of ``state_dict()`` and fills them back in
-    on ``load_state_dict()``, so checkpoints stay small and load strictly without them."""
-
-    frozen_children: tuple[str, ...] = ()
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        state = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        names = tuple(f"{prefix}{child}." for child in self.frozen_children)
-        for key in [k for k in state if k.startswith(names)]:
-            del state[key]
-        return state
-
-    def _load_from_state_dict(self, state_dict, prefix, *args: Any) -> None:
-        for child in self.frozen_children:
-            module = getattr(self, child, None)
-            if module is not None:
-                for k, v in module.state_dict(prefix=f"{prefix}{child}.").items():
-                    state_dict.setdefault(k, v)
-        super()._load_from_state_dict(state_dict, prefix, *args)
-
-
-# ------------------------------------------------------------------------------------ LPIPS
-class LPIPS(nn.Module):
-    """LPIPS perceptual distance from the ``lpips`` package, its backbone's ImageNet weights fetched
-    by torchvision.
-
-    ``weights``: a local state dict file of the torchvision backbone (e.g. ``alexnet-owt-7be5be79.pth``),
-    which wins; ``None`` takes torchvision's ``IMAGENET1K_V1`` weights from the torch hub cache
-    (``torch.hub.get_dir()/checkpoints``), downloaded there on first use unless ``offline`` (or
-    ``DEJAVU_OFFLINE=1``, see :mod:`dejavu.weights`); ``"random"`` gives a random backbone, for tests
-    and timing only. The linear calibration layers ship with ``lpips``.
-
-    ``forward(x, y)`` takes images in ``[0, 1]``, shape ``(B, 3, H, W)``, and returns ``(B,)``.
-    Images with a side under 32 pixels are upsampled (bilinear) to 32 first: the backbone's strides
-    need that much.
-
-    Raises:
-        FileNotFoundError: a missing ``weights`` file, or weights neither cached nor downloadable; the
-            message names the file, the cache and the ways out.
-        ValueError: a ``weights`` file that is not that backbone's state dict.
-    """
-
-    def __init__(self, net: str = "alex", weights: str | Path | None = None, offline: bool | None = None) -> None:
-        super().__init__()
-        import lpips  # imported here: it pulls in torchvision, which `import dejavu` does not need
-
-        if net not in _TV_WEIGHTS:
-            raise ValueError(f"LPIPS: net must be one of {sorted(_TV_WEIGHTS)}, got {net!r}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # use_dropout must stay True: the shipped calibration weights are keyed for that layout
-            # (with False they silently fail to load). Dropout is inert: this module is always in eval.
-            self.model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
-        if weights != "random":
-            self._load_backbone(net, *_backbone_state(net, weights, offline))
-        self.model.requires_grad_(False)
-        # for `loss`: lpips's scaling layer and the [0, 1] -> [-1, 1] map as one affine map, and each layer's
-        # calibration weights w as the layer-norm weights sqrt(w / C) of [f, -f] (zero for the -f half)
-        scaling = self.model.scaling_layer
-        self.register_buffer("gain", 2 / scaling.scale, persistent=False)
-        self.register_buffer("offset", (-1 - scaling.shift) / scaling.scale, persistent=False)
-        for i, lin in enumerate(self.model.lins):
-            w = lin.model[-1].weight.detach().flatten().clamp_min(0)
-            self.register_buffer(f"norm_weight{i}", torch.cat((w / len(w), torch.zeros_like(w))).sqrt(),
-                                 persistent=False)
-
-    def _load_backbone(self, net: str, state: dict[str, Tensor], source: str) -> None:
-        mine = self.model.net.state_dict()
-        # lpips names layer i of torchvision's `features` as `sliceK.i`; match on that index.
-        by_index = {k.split(".", 1)[1]: k for k in mine}
-        mapped = {by_index[k[len("features."):]]: v for k, v in state.items()
-                  if k.startswith("features.") and k[len("features."):] in by_index}
-        if len(mapped) != len(mine):
-            raise ValueError(f"LPIPS: {source} is not a torchvision {net} state dict "
-                             f"(matched {len(mapped)} of {len(mine)} backbone tensors)")
-        self.model.net.load_state_dict(mapped)
-
-    def train(self, mode: bool = True) -> LPIPS:
-        return super().train(False)  # a fixed metric: never in training mode
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        # lpips.LPIPS.forward, with both images in one pass through the backbone: half the calls,
-        # which is most of LPIPS's cost at the small sizes DejaVu regenerates at
-        m, n = self.model, x.shape[0]
-        x, y = _lpips_size(x, y)
-        features = m.net(m.scaling_layer(torch.cat((x, y.to(x.dtype))) * 2 - 1))
-        distance = 0
-        for lin, f in zip(m.lins, features, strict=True):
-            f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)  # lpips.normalize_tensor
-            distance = distance + lin((f[:n] - f[n:]) ** 2).mean(dim=(2, 3))
-        return distance.flatten()
-
-    def loss(self, x: Tensor, target: Tensor) -> Tensor:
-        """``forward(x, target).mean()``, differentiable in ``x`` only, in half the kernels.
-
-        The loss of a regeneration against its fixed target: each layer's channel normalisation,
-        difference and calibrated sum take 11 kernels forward and backward instead of about 30.
-        Normalising ``f`` over its ``C`` channels to unit length is layer-normalising ``[f, -f]``,
-        whose mean is 0 by construction (``LN([f, -f])[:C] = sqrt(C) f / |f|``): one fused kernel
-        each way, with the calibration weights as its weights.
-        """
-        n = x.shape[0]
-        x, target = _lpips_size(x, target)
-        images = torch.cat((x, target.detach().to(x.dtype)))
-        total = None
-        for i, f in enumerate(self.model.net(torch.addcmul(self.offset, images, self.gain))):
-            f = f.permute(0, 2, 3, 1)  # layer norm normalises the last dimension
-            c, pixels = f.shape[-1], n * f.shape[1] * f.shape[2]
-            # eps: lpips divides by |f| + 1e-10; this divides by sqrt(|f|^2 + 1e-20)
-            z = F.layer_norm(torch.cat((f, -f), dim=-1), (2 * c,), getattr(self, f"norm_weight{i}"), eps=1e-20 / c)
-            layer = F.mse_loss(z[:n], z[n:].detach(), reduction="sum")
-            total = layer / pixels if total is None else torch.add(total, layer, alpha=1 / pixels)
-        return total
-
-
-_TV_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
-
-
-def _lpips_size(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    short = min(x.shape[-2:])
-    if short < 32:  # AlexNet's strides and pools need a side of at least 31 pixels
-        x, y = (F.interpolate(t, scale_factor=32 / short, mode="bilinear", align_corners=False) for t in (x, y))
-    return x, y
-
-
-def _backbone_state(net: str, weights: str | Path | None, offline: bool | None) -> tuple[dict[str, Tensor], str]:
-    """The backbone's state dict and where it came from: the local file, else torchvision's loader."""
-    if weights is not None:
-        return read_tensors(weights, "LPIPS: weights file"), str(weights)
-    import torchvision.models as tvm
-
-    member = getattr(tvm, _TV_WEIGHTS[net]).IMAGENET1K_V1
-    ways_out = ("lpips_weights=PATH", "switch LPIPS off with lpips_weight=0 (lpips_weights='random' gives a random "
-                "backbone, for tests and timing only)")
-    return torchvision_state_dict(member, f"LPIPS ({net!r} backbone)", ways_out, offline), member.url
-
-
-def structural_similarity(x: Tensor, y: Tensor) -> Tensor:
-    """Mean SSIM of two image batches in ``[0, 1]`` (torchmetrics), with a 7x7 Gaussian window
-    (sigma 1) that suits the small images the CRM regenerates. Differentiable in ``x``. Images with a
-    side under 7 pixels are upsampled (bilinear) to 7 first: the window needs that much."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    x, y = x.float(), y.float()
-    short = min(x.shape[-2:])
-    if short < 7:
-        x, y = (F.interpolate(t, scale_factor=7 / short, mode="bilinear", align_corners=False) for t in (x, y))
-    return structural_similarity_index_measure(x, y, data_range=1.0, kernel_size=7, sigma=1.0)
-
-
-def load_crm_weights(crm: nn.Module, path: str | Path) -> None:
-    """Load a CRM's weights from a ``.safetensors`` file (e.g. a run's ``crm.safetensors``).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file's tensors do not fit ``crm`` (names or shapes); the message lists the
-            first mismatches and what to check.
-    """
-    state, mine = read_tensors(path, "DejaVuLoss: regenerator_weights"), crm.state_dict()
-    missing, extra = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs CRM {tuple(mine[k].shape)}"
-              for k in sorted(set(state) & set(mine)) if state[k].shape != mine[k].shape]
-    if missing or extra or shapes:
-        raise ValueError(
-            f"DejaVuLoss: regenerator_weights {path} do not fit this {type(crm).__name__}: "
-            f"missing {missing[:3]}, unexpected {extra[:3]}, shapes {shapes[:3]}. Pretrain with the same "
-            "regenerator, regenerator_kwargs, conditioning and pred_channels as this run.")
-    crm.load_state_dict(state)
-
-
-# ------------------------------------------------------------------------------------- loss
 class NonFiniteError(ValueError):
     """An image or prediction with NaN or Inf values (``check_finite``): a training loop can tell a
     diverged network from a bad argument by this type."""
@@ -306,7 +93,7 @@ def smallest_scale(redaction: nn.Module) -> float | None:
 
 
 def _check_weight(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+    if not matches(value, float) or not 0 <= value < math.inf:
         raise ValueError(f"DejaVuLoss: {name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
@@ -396,7 +183,7 @@ class DejaVuLoss(FrozenStateMixin):
         offline: bool | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(pred_channels, bool) or not isinstance(pred_channels, int) or pred_channels < 1:
+        if not matches(pred_channels, int) or pred_channels < 1:
             raise ValueError(f"DejaVuLoss: pred_channels must be an int >= 1, got {pred_channels!r}")
         self.pred_channels = pred_channels
         self.gamma = _check_weight(gamma, "gamma")
@@ -663,18 +450,6 @@ class DejaVuLoss(FrozenStateMixin):
             out[name] = F.mse_loss(steps[-1].float(), target.float())
         out["reliance"] = 1 - out["regen_mse"] / out["regen_mse_blank"].clamp_min(1e-12)
         return out
-
-
-def blank_condition(condition: Tensor) -> Tensor:
-    """An uninformative condition: ``condition`` averaged over the batch and all pixels, the same
-    value at every pixel. It keeps the condition's overall statistics (so the CRM's normalisation
-    sees familiar values) and carries no spatial information.
-
-    Example:
-        >>> blank_condition(torch.rand(2, 4, 8, 8)).std(dim=(0, 2, 3)).max() < 1e-6
-        tensor(True)
-    """
-    return condition.mean(dim=(0, 2, 3), keepdim=True).expand_as(condition)
 
 
 def _weighted(x: Tensor, weight: float) -> Tensor:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .arguments import matches
 from .dct import block_frequency, dct2, idct2
 
 __all__ = [
@@ -43,17 +44,17 @@ def check_image(x: Tensor, fn: str, name: str = "image") -> None:
 def _check_block(block_size: Any, fn: str, optional: bool = False) -> None:
     if optional and block_size is None:
         return
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+    if not matches(block_size, int) or block_size < 1:
         raise ValueError(f"{fn}: block_size must be an int >= 1, got {block_size!r}")
 
 
 def _check_unit(value: Any, name: str, fn: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+    if not matches(value, float) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{fn}: {name} must be a number in [0, 1], got {value!r}")
 
 
 def _check_fill(fill: Any, fn: str) -> None:
-    if not (fill == "mean" or (isinstance(fill, (int, float)) and not isinstance(fill, bool))):
+    if not (fill == "mean" or matches(fill, float)):
         raise ValueError(f"{fn}: fill must be a number or 'mean', got {fill!r}")
 
 

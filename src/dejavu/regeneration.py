@@ -25,13 +25,18 @@ diverged in three steps (regeneration MSE 0.08, 19.5, 5.7e3, ...); see ``benchma
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["EulerSteps", "ForwardCRM", "RecursiveCRM", "build_crm", "combine", "default_width", "euler_steps"]
+from .arguments import matches
+from .weights import mismatch, read_tensors
+
+__all__ = ["EulerSteps", "ForwardCRM", "RecursiveCRM", "build_crm", "combine", "default_width", "euler_steps",
+           "load_crm_weights"]
 
 CONDITIONINGS = ("concat", "multiply")
 
@@ -88,11 +93,11 @@ def small_init_(head: nn.Conv2d, rms: float) -> None:
 def _check_args(cls: str, pred_channels: int, width: int, conditioning: str, init_scale: float,
                 **counts: int) -> None:
     for name, value in {"pred_channels": pred_channels, "width": width, **counts}.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not matches(value, int) or value < 1:
             raise ValueError(f"{cls}: {name} must be an int >= 1, got {value!r}")
     if conditioning not in CONDITIONINGS:
         raise ValueError(f"{cls}: conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
-    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or init_scale < 0:
+    if not matches(init_scale, float) or init_scale < 0:
         raise ValueError(f"{cls}: init_scale must be a number >= 0, got {init_scale!r}")
 
 
@@ -326,3 +331,20 @@ def build_crm(name: str, pred_channels: int, **kwargs) -> nn.Module:
     if name not in CRMS:
         raise ValueError(f"build_crm: unknown CRM {name!r}; choose from {sorted(CRMS)}")
     return CRMS[name](pred_channels, **kwargs)
+
+
+def load_crm_weights(crm: nn.Module, path: str | Path) -> None:
+    """Load a CRM's weights from a ``.safetensors`` file (e.g. a run's ``crm.safetensors``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file's tensors do not fit ``crm`` (names or shapes); the message lists the
+            first mismatches and what to check.
+    """
+    state = read_tensors(path, "DejaVuLoss: regenerator_weights")
+    diff = mismatch(crm.state_dict(), state)
+    if diff:
+        raise ValueError(f"DejaVuLoss: regenerator_weights {path} do not fit this {type(crm).__name__}: {diff}. "
+                         "Pretrain with the same regenerator, regenerator_kwargs, conditioning and pred_channels "
+                         "as this run.")
+    crm.load_state_dict(state)

@@ -4,6 +4,8 @@ content hash (:func:`write_safetensors`), and fetching pretrained ones through t
 loaders (torchvision, Hugging Face Hub for timm / smp / open_clip), which download into their
 standard caches when the machine is online and reuse the cache after.
 
+:func:`mismatch` says how a state dict differs from a module's, for every loader's error message.
+
 Downloads are forbidden by ``offline=True`` where a loader takes it, by the environment variable
 ``DEJAVU_OFFLINE=1``, or by ``dejavu ... --offline true``. A weights file that is neither cached nor
 downloadable is a ``FileNotFoundError`` naming the file, the cache it was looked for in, and the
@@ -18,16 +20,17 @@ import json
 import os
 import socket
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["MissingDownloadError", "from_hub", "is_offline", "read_file", "read_tensors", "torchvision_state_dict",
-           "verify_file", "write_safetensors"]
+__all__ = ["FrozenStateMixin", "MissingDownloadError", "StateMismatch", "from_hub", "is_offline", "mismatch",
+           "read_file", "read_tensors", "torchvision_state_dict", "verify_file", "write_safetensors"]
 
 T = TypeVar("T")
 
@@ -43,6 +46,69 @@ def is_offline(offline: bool | None = None) -> bool:
     if offline is not None:
         return offline
     return os.environ.get("DEJAVU_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+class FrozenStateMixin(nn.Module):
+    """Leaves the submodules named in ``frozen_children`` out of ``state_dict()`` and fills them back in
+    on ``load_state_dict()``, so checkpoints stay small and load strictly without them."""
+
+    frozen_children: tuple[str, ...] = ()
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        names = tuple(f"{prefix}{child}." for child in self.frozen_children)
+        for key in [k for k in state if k.startswith(names)]:
+            del state[key]
+        return state
+
+    def _load_from_state_dict(self, state_dict, prefix, *args: Any) -> None:
+        for child in self.frozen_children:
+            module = getattr(self, child, None)
+            if module is not None:
+                for k, v in module.state_dict(prefix=f"{prefix}{child}.").items():
+                    state_dict.setdefault(k, v)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+@dataclass(frozen=True)
+class StateMismatch:
+    """How a state dict differs from a module's: the names it lacks, the names the module lacks, and
+    the names whose shapes differ. False when they fit; its text names the first difference and counts."""
+
+    missing: list[str]
+    unexpected: list[str]
+    reshaped: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # name, the state's shape, the module's
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.reshaped)
+
+    def __str__(self) -> str:
+        if self.missing:
+            first = f"missing parameter {self.missing[0]!r}"
+        elif self.unexpected:
+            first = f"unexpected parameter {self.unexpected[0]!r}"
+        else:
+            name, theirs, ours = self.reshaped[0]
+            first = f"parameter {name!r} has shape {theirs}, the model expects {ours}"
+        return (f"{first} ({len(self.missing)} missing, {len(self.unexpected)} unexpected, "
+                f"{len(self.reshaped)} of another shape)")
+
+
+def mismatch(own: Mapping[str, Tensor], state: Mapping[str, Tensor], optional: tuple[str, ...] = ()) -> StateMismatch:
+    """How ``state`` differs from a module's ``own`` state dict; names ending in one of ``optional`` may
+    be missing.
+
+    Example:
+        >>> m = mismatch(torch.nn.Linear(2, 3).state_dict(), {"weight": torch.zeros(3, 4), "scale": torch.ones(1)})
+        >>> str(m)
+        "missing parameter 'bias' (1 missing, 1 unexpected, 1 of another shape)"
+    """
+    return StateMismatch(
+        missing=[k for k in own if k not in state and not (optional and k.endswith(optional))],
+        unexpected=[k for k in state if k not in own],
+        reshaped=[(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)])
 
 
 def _missing(what: str, file: str, cache: Path, ways_out: tuple[str, str], offline: bool, cause: str = "") -> str:
@@ -84,7 +150,9 @@ def torchvision_state_dict(weights: Any, what: str, ways_out: tuple[str, str],
 
 @contextmanager
 def _hub_offline(offline: bool) -> Iterator[None]:
-    """Hugging Face Hub's own offline mode (``HF_HUB_OFFLINE``), for the calls inside the block."""
+    """Hugging Face Hub's own offline mode (``HF_HUB_OFFLINE``), for the calls inside the block. The hub
+    reads that variable once, at import, and has no public switch after it: this sets its module
+    constant, the one place in the package that does."""
     from huggingface_hub import constants
 
     before = constants.HF_HUB_OFFLINE

@@ -18,11 +18,12 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..data import distinct_palette
+from ..arguments import matches
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image
 from ..models import QueryPrediction, input_size_named
-from ..models.run import load_run, run_folder
-from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, Task
+from ..runs import load_run, run_folder
+from ..tasks import Task
+from ..tasks.views import FileContent, to_uint8
 from ..training.callbacks import atomic_write, file_in_the_way
 from ..weights import verify_file
 
@@ -30,8 +31,6 @@ __all__ = ["export_main", "load_run", "predict_main"]
 
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
 ONNX_ONE_FILE_BYTES = 1_800_000_000  # below protobuf's 2 GB message limit, with room for the graph
-DEPTH_SCALE = 256.0  # 16-bit depth PNGs hold metres x 256, KITTI's convention (up to 256 m)
-LABEL_DIVISOR = 1000  # panoptic ids = class x 1000 + instance (Cityscapes' and Panoptic-DeepLab's convention)
 # what a phone, a scanner or a web page gives, beside the datasets' PNG and JPEG; all read by Pillow
 PREDICT_SUFFIXES = (*IMAGE_SUFFIXES, ".bmp", ".tif", ".tiff", ".webp")
 RUN_FILES = ("model.json", "model.safetensors", "model.pt", "crm.safetensors", "config.yaml", "metrics.json")
@@ -65,11 +64,12 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
     if min(size) < 2:  # torch.export fixes a side of 1 as a constant: the program would take nothing else
         raise ValueError(f"dejavu export: --size must be at least 2 2 (a side of 1 is specialised by torch.export "
                          f"and the program would only take that size), got {' '.join(map(str, size))}")
-    net, _, _ = load_run(run)
+    net, task, _ = load_run(run)
     out = Path(out) if out else run_folder(run) / FORMATS[fmt]
     _check_export_path(run_folder(run), out)
     x = torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(0))
-    dynamic = {"x": {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}}
+    # by position: the network's forward may name its input anything
+    dynamic = ({0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},)
     with torch.no_grad():
         try:
             output = net(x)
@@ -91,11 +91,10 @@ def export(run: str | Path, fmt: str, out: Path | None = None, size: tuple[int, 
             # one file when the weights fit protobuf's 2 GB limit; beyond it, the weights go to OUT.data
             # beside it (the file names that one, so both move together)
             one_file = sum(t.numel() * t.element_size() for t in net.state_dict().values()) < ONNX_ONE_FILE_BYTES
-            names = list(output._fields) if isinstance(output, QueryPrediction) else ["prediction"]
             try:
                 atomic_write(out, lambda tmp: torch.onnx.export(
                     net, (x,), tmp, dynamo=True, dynamic_shapes=dynamic, input_names=["image"],
-                    output_names=names, verbose=False, external_data=not one_file))
+                    output_names=list(task.output_names), verbose=False, external_data=not one_file))
             except torch.onnx.errors.OnnxExporterError as e:  # its ConversionError names the operator it failed at
                 op = re.search(r"target=(torch\.ops\.[\w.]+)", str(e))
                 raise ValueError(f"dejavu export: the network does not convert to ONNX with a dynamic batch, height "
@@ -165,83 +164,46 @@ def _inputs(source: str) -> list[Path]:
 
 
 def _outputs(task: Task, stem: str, overlay: bool, raw_ids: bool) -> list[str]:
-    names = []
-    for t in task.tasks if isinstance(task, MultiTask) else [task]:
-        if isinstance(t, Segmentation):
-            names += [f"{stem}.png"] + ([f"{stem}_ids.png"] if raw_ids else [])
-        elif isinstance(t, Depth):
-            names += [f"{stem}_depth.png", f"{stem}_depth.npy"]
-        elif isinstance(t, Normals):
-            names += [f"{stem}_normals.png"]
-        elif isinstance(t, Panoptic):
-            names += [f"{stem}_panoptic.png"]
+    names = [name for t in task.subtasks for name in t.prediction_files(stem, raw_ids)]
     return names + ([f"{stem}_overlay.png"] if overlay else [])
 
 
-def _palette(task: Segmentation, meta: dict[str, Any]) -> list[int]:
-    colours = [tuple(c) for c in meta.get("palette") or distinct_palette(task.num_classes)]
-    return [v for c in colours[:256] for v in c]
-
-
-def _write_image(image: Image.Image, path: Path) -> None:
+def _write(content: FileContent, path: Path) -> None:
     """Save under a temporary name, then rename: a killed predict leaves no truncated file under ``path``."""
-    atomic_write(path, image.save)
+    if isinstance(content, np.ndarray):
+        atomic_write(path, lambda tmp: np.save(tmp, content))
+    else:
+        atomic_write(path, content.save)
 
 
 def _save(task: Task, raw: Tensor | QueryPrediction, stem: str, out: Path, meta: dict[str, Any], raw_ids: bool
           ) -> list[np.ndarray]:
-    """Write one image's prediction files (``raw``: a batch of one); returns the RGB views for an overlay."""
-    views = []
-    parts = task.split(raw) if isinstance(task, MultiTask) else [raw]
-    for t, part in zip(task.tasks if isinstance(task, MultiTask) else [task], parts, strict=True):
-        if isinstance(t, Segmentation):
-            ids = part[0].argmax(0).numpy()
-            indexed = Image.fromarray(ids.astype(np.uint8), mode="P")
-            indexed.putpalette(_palette(t, meta))
-            _write_image(indexed, out / f"{stem}.png")
-            if raw_ids:
-                dtype = np.uint16 if t.num_classes > 256 else np.uint8
-                _write_image(Image.fromarray(ids.astype(dtype)), out / f"{stem}_ids.png")
-            views.append(np.asarray(indexed.convert("RGB")))
-        elif isinstance(t, Depth):
-            metres = t.decode(part)[0, 0].numpy().astype(np.float32)
-            atomic_write(out / f"{stem}_depth.npy", lambda tmp, m=metres: np.save(tmp, m))
-            _write_image(Image.fromarray(np.clip(metres * DEPTH_SCALE, 0, 65535).astype(np.uint16)),
-                         out / f"{stem}_depth.png")
-            inverse = 1 / np.clip(metres, 1e-3, None)
-            views.append((255 * (inverse - inverse.min()) / max(np.ptp(inverse), 1e-6)).astype(np.uint8)[..., None]
-                         .repeat(3, -1))
-        elif isinstance(t, Normals):
-            rgb = ((t.decode(part)[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
-            _write_image(Image.fromarray(rgb), out / f"{stem}_normals.png")
-            views.append(rgb)
-        elif isinstance(t, Panoptic):
-            from ..training.figures import colourise  # matplotlib, only for this view
-
-            classes, instance = t.decode(part)[0].numpy()
-            ids = classes * LABEL_DIVISOR + instance  # RGB-encoded as COCO's PNGs: R + 256 G + 256^2 B
-            rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-            _write_image(Image.fromarray(rgb), out / f"{stem}_panoptic.png")
-            view = colourise(t, torch.from_numpy(np.stack([classes, instance])), True, meta.get("palette"))
-            views.append((255 * view).astype(np.uint8))
+    """Write one image's prediction files (``raw``: a batch of one); returns each subtask's view for an overlay."""
+    views, palette = [], meta.get("palette")
+    for t, part in zip(task.subtasks, task.split(raw), strict=True):
+        value = t.predicted_map(part)[0]
+        for name, content in t.predicted_files(value, stem, palette, raw_ids).items():
+            _write(content, out / name)
+        views.append(to_uint8(t.view(value, palette)))
     return views
 
 
 def _overlay(rgb: np.ndarray, views: list[np.ndarray], task: Task, meta: dict[str, Any]) -> Image.Image:
-    """The image with its segmentation blended in (half and half), beside the other tasks' views, over a
-    legend of the classes; the image beside its views when nothing is segmented."""
-    tasks = task.tasks if isinstance(task, MultiTask) else [task]
-    segmentation = next((i for i, t in enumerate(tasks) if isinstance(t, Segmentation)), None)
-    if segmentation is None:
+    """The image with its classes blended in (half and half: the first subtask with a legend), beside the
+    other subtasks' views, over a legend of the classes; the image beside its views when nothing has classes."""
+    palette = meta.get("palette")
+    legends = [t.legend(palette, meta.get("classes")) for t in task.subtasks]
+    blended = next((i for i, legend in enumerate(legends) if legend), None)
+    if blended is None:
         return Image.fromarray(np.concatenate([rgb, *views], axis=1))
-    blend = (rgb.astype(np.float32) + views[segmentation]) / 2
-    panels = [blend.astype(np.uint8), *(v for i, v in enumerate(views) if i != segmentation)]
+    blend = (rgb.astype(np.float32) + views[blended]) / 2
+    panels = [blend.astype(np.uint8), *(v for i, v in enumerate(views) if i != blended)]
     picture = Image.fromarray(np.concatenate(panels, axis=1))
-    names = meta.get("classes") or [f"class{i}" for i in range(tasks[segmentation].num_classes)]
-    return _with_legend(picture, names, _palette(tasks[segmentation], meta))
+    names = [name or f"class{i}" for i, (name, _) in enumerate(legends[blended])]
+    return _with_legend(picture, names, [colour for _, colour in legends[blended]])
 
 
-def _with_legend(picture: Image.Image, names: list[str], palette: list[int]) -> Image.Image:
+def _with_legend(picture: Image.Image, names: list[str], colours: list[tuple]) -> Image.Image:
     """``picture`` over rows of colour boxes and class names, as many to a row as its width holds."""
     font = ImageFont.load_default()
     measure = ImageDraw.Draw(picture)
@@ -258,7 +220,7 @@ def _with_legend(picture: Image.Image, names: list[str], palette: list[int]) -> 
     for r, row in enumerate(rows):
         y = picture.height + 4 + 16 * r
         for i, x in row:
-            draw.rectangle((x + 2, y + 2, x + 12, y + 12), fill=tuple(palette[3 * i:3 * i + 3]))
+            draw.rectangle((x + 2, y + 2, x + 12, y + 12), fill=tuple(colours[i]))
             draw.text((x + 16, y + 1), names[i], fill="black", font=font)
     return legend
 
@@ -282,7 +244,7 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
         FileExistsError: an output that exists, without ``overwrite`` (named; nothing is written).
         ValueError: an unreadable image (named).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not matches(batch_size, int) or batch_size < 1:
         raise ValueError(f"dejavu predict: --batch-size must be at least 1, got {batch_size!r}")
     if size is not None and min(size) < 1:
         raise ValueError(f"dejavu predict: --size must be at least 1 1, got {' '.join(map(str, size))}")
@@ -321,7 +283,7 @@ def predict(run: str | Path, source: str, out: str | Path, size: tuple[int, int]
             views = _save(task, r, f.stem, out, meta, raw_ids)
             if overlay:
                 rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-                _write_image(_overlay(rgb, views, task, meta), out / f"{f.stem}_overlay.png")
+                _write(_overlay(rgb, views, task, meta), out / f"{f.stem}_overlay.png")
     return expected
 
 

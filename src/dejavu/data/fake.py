@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..arguments import matches
+
 __all__ = ["FAKE_LAYOUTS", "write_fake"]
 
 Writer = Callable[[Path, int, tuple[int, int], np.random.Generator], None]
@@ -128,7 +130,7 @@ def write_fake(name: str, root: str | Path, images: int = 4, size: tuple[int, in
         raise ValueError(f"write_fake: unknown dataset {name!r}; choose from {sorted(FAKE_LAYOUTS)}")
     writer, default = FAKE_LAYOUTS[name]
     size = tuple(size) if size is not None else default
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+    if not matches(images, int) or images < 1:
         raise ValueError(f"write_fake: images must be an int >= 1, got {images!r}")
     if len(size) != 2 or min(size) < 8:
         raise ValueError(f"write_fake: size must be (H, W) with sides of at least 8, got {size!r}")

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..arguments import matches
+
 __all__ = ["CLASSES", "THINGS", "SyntheticScenes", "SyntheticVideo", "render_scene", "render_sequence"]
 
 CLASSES = ("background", "floor", "wall", "sphere", "box", "cylinder")
@@ -303,7 +305,7 @@ class SyntheticScenes(Dataset):
     ignore_index = -100  # nothing is unlabelled here; kept for a uniform dataset interface
 
     def __init__(self, length: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> None:
-        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        if not matches(length, int) or length < 0:
             raise ValueError(f"SyntheticScenes: length must be an int >= 0, got {length!r}")
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"SyntheticScenes: size must be (H, W) with sides >= 1, got {size!r}")
@@ -337,7 +339,7 @@ class SyntheticVideo(SyntheticScenes):
 
     def __init__(self, length: int, size: tuple[int, int] = (64, 64), seed: int = 0, frames: int = 3) -> None:
         super().__init__(length, size, seed)
-        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+        if not matches(frames, int) or frames < 2:
             raise ValueError(f"SyntheticVideo: frames must be an int >= 2, got {frames!r}")
         self.frames = frames
 

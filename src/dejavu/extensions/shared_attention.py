@@ -9,7 +9,8 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..losses import LPIPS, FrozenStateMixin
+from ..perceptual import LPIPS
+from ..weights import FrozenStateMixin
 from .base import AuxiliaryLoss, TrainingStep
 
 __all__ = ["SharedAttentionRegeneration"]
@@ -21,7 +22,7 @@ class SharedAttentionRegeneration(FrozenStateMixin, AuxiliaryLoss):
 
     Args:
         weight, lpips_weight: the weights (paper: 1 and 0.3); ``lpips_weight=0`` loads no LPIPS.
-        lpips_weights: LPIPS's backbone weights (see :class:`dejavu.losses.LPIPS`).
+        lpips_weights: LPIPS's backbone weights (see :class:`dejavu.perceptual.LPIPS`).
     """
 
     frozen_children = ("lpips",)  # a fixed metric: kept out of checkpoints

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..losses import FrozenStateMixin
-from ..weights import from_hub
+from ..weights import FrozenStateMixin, from_hub
 from .base import AuxiliaryLoss, TrainingStep
 
 __all__ = ["TINY_CLIP", "TextSupervision"]

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import from_hub, read_file, read_tensors
+from ..arguments import matches
+from ..weights import from_hub, mismatch, read_file, read_tensors
 from .mask2former import Mask2Former, QueryPrediction, build_mask2former
 from .ocr import OCR
 from .segnet_mtl import SegNetMTL
@@ -173,7 +174,7 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not matches(value, int):
         raise TypeError(f"create_model: {name} must be an int, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ValueError(f"create_model: {name} must be >= 1, got {value}")
@@ -318,14 +319,10 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict[str, list
                 found[name] = state[candidate]
                 used.add(candidate)
                 break
-    missing = [k for k in own if k not in found and not k.endswith("num_batches_tracked")]
-    shape = [k for k, v in found.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if missing or shape:
-        first = (f"no value for {missing[0]!r}" if missing else
-                 f"{shape[0]!r} has shape {tuple(found[shape[0]].shape)}, the encoder {tuple(own[shape[0]].shape)}")
-        raise ValueError(f"encoder weights file {path} does not fit the {type(encoder).__name__} encoder: {first} "
-                         f"({len(missing)} without a value, {len(shape)} of another shape); it holds the weights of "
-                         "another architecture")
+    diff = mismatch(own, found, optional=("num_batches_tracked",))  # found holds only the encoder's names
+    if diff:
+        raise ValueError(f"encoder weights file {path} does not fit the {type(encoder).__name__} encoder: {diff}; it "
+                         "holds the weights of another architecture")
     encoder.load_state_dict(found, strict=False)
     return {"loaded": sorted(found), "unused": sorted(set(state) - used)}
 
@@ -352,20 +349,15 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> lis
     path = Path(path).expanduser()
     state = read_tensors(path)
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    diff = mismatch(own, state)
     if not strict:
-        usable = {k: v for k, v in state.items() if k in own and k not in shape}
+        reshaped = {k for k, _, _ in diff.reshaped}
+        usable = {k: v for k, v in state.items() if k in own and k not in reshaped}
         if not usable:
             raise ValueError(f"weights file {path} shares no parameter (name and shape) with the model")
         model.load_state_dict(usable, strict=False)
-        return sorted(set(missing) | set(shape))
-    if missing or unexpected or shape:
-        first = (f"missing parameter {missing[0]!r}" if missing else f"unexpected parameter {unexpected[0]!r}"
-                 if unexpected else f"parameter {shape[0]!r} has shape {tuple(state[shape[0]].shape)}, "
-                 f"the model expects {tuple(own[shape[0]].shape)}")
-        raise ValueError(f"weights file {path} does not match the model: {first} "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shape)} of another shape)")
+        return sorted(set(diff.missing) | reshaped)
+    if diff:
+        raise ValueError(f"weights file {path} does not match the model: {diff}")
     model.load_state_dict(state)
     return []

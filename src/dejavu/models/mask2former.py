@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..weights import from_hub
+from ..weights import from_hub, mismatch
 
 __all__ = ["SWIN", "Mask2Former", "QueryPrediction", "build_mask2former"]
 
@@ -195,10 +195,9 @@ def _load_by_suffix(module: nn.Module, state: dict[str, Tensor], source: str) ->
     first_own, first = next(iter(own)), next(iter(state))
     prefix = first_own[: len(first_own) - len(first)] if first_own.endswith(first) else ""
     renamed = {prefix + key: value for key, value in state.items()}
-    if renamed.keys() != own.keys():
-        odd = sorted(renamed.keys() ^ own.keys())[0]
-        raise ValueError(f"create_model('mask2former'): {source} weights do not fit the backbone (first odd tensor: "
-                         f"{odd!r})")
+    diff = mismatch(own, renamed)
+    if diff:
+        raise ValueError(f"create_model('mask2former'): {source} weights do not fit the backbone: {diff}")
     module.load_state_dict(renamed)
 
 

@@ -10,6 +10,13 @@ A task turns the network's raw output ``(B, channels, h, w)`` into everything el
 - ``metrics()``: a torchmetrics ``MetricCollection`` that accumulates over a dataset (and syncs under
   DDP); ``compute_metrics(raw, target)`` is the one-batch shortcut.
 
+- ``subtasks``, ``split(raw)``, ``head_channels``: the single tasks it is made of (a multi-task's, in
+  order), its output cut into their parts, and the output channels :func:`dejavu.models.create_model`
+  takes;
+- ``predicted_map(raw)``, ``view(value)``, ``legend()``, ``prediction_files(stem)`` /
+  ``predicted_files(value, stem)``, ``output_names``: its answers in the ground truth's form, drawn
+  (figures, overlays), saved (``dejavu predict``) and named in an export.
+
 ``target`` is the ground-truth tensor or the batch dict (the task reads its own ``key``). A raw
 output smaller than the target is resized to it (bilinear).
 """

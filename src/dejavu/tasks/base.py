@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
+
+from .views import FileContent, Palette, stretched
 
 __all__ = ["Task"]
 
@@ -21,6 +24,21 @@ class Task:
     channels: int
     monitor: tuple[str, str]
     query_based = False  # True: the network predicts per query (a QueryPrediction), not per pixel
+    output_names: tuple[str, ...] = ("prediction",)  # the exported network's outputs (ONNX names)
+
+    @property
+    def subtasks(self) -> list[Task]:
+        """The single tasks this one is made of, in the order of :meth:`split`: itself."""
+        return [self]
+
+    def split(self, raw: Tensor) -> list[Tensor]:
+        """The raw output cut into one part per subtask."""
+        return [raw]
+
+    @property
+    def head_channels(self) -> int | list[int]:
+        """What :func:`dejavu.models.create_model` takes as output channels: one head's, or one per subtask."""
+        return self.channels
 
     @property
     def condition_channels(self) -> int:
@@ -83,3 +101,33 @@ class Task:
     def update_metrics(self, metrics: MetricCollection, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> None:
         tgt = self._target(target)
         metrics.update(self.decode(self._resized(raw.detach().float(), tgt.shape[-2:])), tgt)
+
+    # ------------------------------------------------------------------ how an answer looks and is saved
+    def target_map(self, target: Tensor | Mapping[str, Tensor]) -> Tensor:
+        """The ground truth of a batch in the form :meth:`predicted_map` gives."""
+        return self._target(target)
+
+    def predicted_map(self, raw: Tensor, size: Sequence[int] | None = None) -> Tensor:
+        """A batch's answers in the ground truth's form (class ids, metres...); ``size`` is for a
+        query-based network, whose masks have a size of their own."""
+        return self.decode(raw)
+
+    def view(self, value: Tensor, palette: Palette = None) -> np.ndarray:
+        """One image's map (ground truth or :meth:`predicted_map`) as RGB ``(H, W, 3)`` in ``[0, 1]``, for
+        figures and overlays; ``palette``: the dataset's class colours. By default the map stretched."""
+        return stretched(value)
+
+    def legend(self, palette: Palette = None, names: Sequence[str] | None = None) -> list[tuple[str | None, tuple]]:
+        """The classes :meth:`view` colours, as ``(name, RGB)`` (name ``None`` where a class has none;
+        ``names`` stands in for the task's own); empty for a task without classes."""
+        return []
+
+    def prediction_files(self, stem: str, raw_ids: bool = False) -> list[str]:
+        """The names of the files ``dejavu predict`` writes for an image ``stem``: by default the map as a
+        numpy array. ``raw_ids``: also the class ids as a plain PNG, where there are classes."""
+        return [f"{stem}_{self.name}.npy"]
+
+    def predicted_files(self, value: Tensor, stem: str, palette: Palette = None, raw_ids: bool = False
+                        ) -> dict[str, FileContent]:
+        """The contents of :meth:`prediction_files` for one image's :meth:`predicted_map`."""
+        return {f"{stem}_{self.name}.npy": value.float().numpy()}

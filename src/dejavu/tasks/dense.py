@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from ..losses import depth_map, hard_probabilities, probabilities, unit_vectors
+from ..conditioning import depth_map, hard_probabilities, probabilities, unit_vectors
+from ..data import distinct_palette
 from .base import Task
 from .metrics import AngleMetrics, BoundaryIoU, DepthMetrics
 from .registry import create_task, register_task
+from .views import DEPTH_SCALE, FileContent, Palette, class_colours, indexed_png, inverse_depth_colours, to_uint8
 
 __all__ = ["Depth", "MultiTask", "Normals", "Segmentation"]
 
@@ -25,7 +29,7 @@ class Segmentation(Task):
     or target) and ``pixel_acc``, from torchmetrics, ``boundary_iou`` (:class:`BoundaryIoU`), and the
     ``confusion`` matrix (true class x predicted class), from which runs report each class's IoU.
     Condition: softmax probabilities, or with ``hard_condition=True`` their one-hot arg-max with the
-    softmax's gradient (:func:`dejavu.losses.hard_probabilities`). ``class_names`` (from the dataset
+    softmax's gradient (:func:`dejavu.conditioning.hard_probabilities`). ``class_names`` (from the dataset
     under ``dejavu fit``) are DejaVu-TS's text prompts unless it is given its own.
 
     Raises:
@@ -84,6 +88,31 @@ class Segmentation(Task):
                                  "confusion": MulticlassConfusionMatrix(**kw)})
 
 
+    def predicted_map(self, raw: Tensor, size: Sequence[int] | None = None) -> Tensor:
+        return raw.argmax(1)
+
+    def view(self, value: Tensor, palette: Palette = None) -> np.ndarray:
+        return class_colours(value.numpy(), self.num_classes, palette)
+
+    def legend(self, palette: Palette = None, names: Sequence[str] | None = None) -> list[tuple[str | None, tuple]]:
+        names = names or self.class_names or [None] * self.num_classes
+        colours = palette or distinct_palette(self.num_classes)
+        return [(name, tuple(colours[i])) for i, name in enumerate(names[:self.num_classes])]
+
+    def prediction_files(self, stem: str, raw_ids: bool = False) -> list[str]:
+        """The class ids as a palette PNG (shown in the class colours), and with ``raw_ids`` as a plain
+        8- or 16-bit PNG."""
+        return [f"{stem}.png"] + ([f"{stem}_ids.png"] if raw_ids else [])
+
+    def predicted_files(self, value: Tensor, stem: str, palette: Palette = None, raw_ids: bool = False
+                        ) -> dict[str, FileContent]:
+        ids = value.numpy()
+        files: dict[str, FileContent] = {f"{stem}.png": indexed_png(ids, self.num_classes, palette)}
+        if raw_ids:
+            files[f"{stem}_ids.png"] = Image.fromarray(ids.astype(np.uint16 if self.num_classes > 256 else np.uint8))
+        return files
+
+
 # the KITTI evaluation crops, as fractions of the image's (height, width): (top, bottom), (left, right)
 EVAL_CROPS = {"garg": ((0.40810811, 0.99189189), (0.03594771, 0.96405229)),
               "eigen": ((0.3324324, 0.91351351), (0.0359477, 0.96405229))}
@@ -117,6 +146,19 @@ class Depth(Task):
 
     def decode(self, raw: Tensor) -> Tensor:
         return raw.clamp(-10, 10).exp()
+
+    def view(self, value: Tensor, palette: Palette = None) -> np.ndarray:
+        return inverse_depth_colours(value[0].numpy())
+
+    def prediction_files(self, stem: str, raw_ids: bool = False) -> list[str]:
+        """Metres as a 16-bit PNG (x 256, KITTI's convention) and as float32 in ``.npy``."""
+        return [f"{stem}_depth.png", f"{stem}_depth.npy"]
+
+    def predicted_files(self, value: Tensor, stem: str, palette: Palette = None, raw_ids: bool = False
+                        ) -> dict[str, FileContent]:
+        metres = value[0].numpy().astype(np.float32)
+        return {f"{stem}_depth.png": Image.fromarray(np.clip(metres * DEPTH_SCALE, 0, 65535).astype(np.uint16)),
+                f"{stem}_depth.npy": metres}
 
     def _valid(self, t: Tensor) -> Tensor:
         valid = (t > 0) & torch.isfinite(t)
@@ -180,6 +222,17 @@ class Normals(Task):
     def decode(self, raw: Tensor) -> Tensor:
         return unit_vectors(raw)
 
+    def view(self, value: Tensor, palette: Palette = None) -> np.ndarray:
+        return ((value.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+
+    def prediction_files(self, stem: str, raw_ids: bool = False) -> list[str]:
+        """The unit normals as RGB, ``(n + 1) / 2``."""
+        return [f"{stem}_normals.png"]
+
+    def predicted_files(self, value: Tensor, stem: str, palette: Palette = None, raw_ids: bool = False
+                        ) -> dict[str, FileContent]:
+        return {f"{stem}_normals.png": Image.fromarray(to_uint8(self.view(value)))}
+
     def loss(self, raw: Tensor, target: Tensor | Mapping[str, Tensor]) -> Tensor:
         tgt = self._target(target)
         cos = (self.decode(self._resized(raw, tgt.shape[-2:])) * F.normalize(tgt, dim=1)).sum(1)
@@ -233,6 +286,14 @@ class MultiTask(Task):
         self.channels = sum(t.channels for t in self.tasks)
         first = self.tasks[0]
         self.monitor = (f"{first.name}/{first.monitor[0]}", first.monitor[1])
+
+    @property
+    def subtasks(self) -> list[Task]:
+        return self.tasks
+
+    @property
+    def head_channels(self) -> list[int]:
+        return [t.channels for t in self.tasks]
 
     def split(self, raw: Tensor) -> list[Tensor]:
         self._check_raw(raw)

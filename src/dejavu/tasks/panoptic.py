@@ -13,17 +13,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from ..losses import probabilities
+from ..conditioning import probabilities
 from .base import Task
 from .dense import Segmentation
 from .metrics import PanopticMetrics
 from .registry import register_task
+from .views import FileContent, Palette, panoptic_colours, panoptic_png
 
 __all__ = ["Panoptic", "instance_centres", "panoptic_map"]
 
@@ -216,6 +218,18 @@ class Panoptic(Task):
     def target_map(self, target: Mapping[str, Tensor]) -> Tensor:
         """The ground truth as ``(B, 2, H, W)`` class and instance, like :meth:`decode`'s output."""
         return torch.stack(self._labels(target), 1)
+
+    def view(self, value: Tensor, palette: Palette = None) -> np.ndarray:
+        classes, instance = value.numpy()
+        return panoptic_colours(classes, instance, self.num_classes, self.things, palette)
+
+    def prediction_files(self, stem: str, raw_ids: bool = False) -> list[str]:
+        """``class x 1000 + instance`` RGB-encoded as COCO's panoptic PNGs."""
+        return [f"{stem}_panoptic.png"]
+
+    def predicted_files(self, value: Tensor, stem: str, palette: Palette = None, raw_ids: bool = False
+                        ) -> dict[str, FileContent]:
+        return {f"{stem}_panoptic.png": panoptic_png(*value.numpy())}
 
     def metrics(self) -> MetricCollection:
         return MetricCollection({

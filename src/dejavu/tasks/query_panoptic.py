@@ -105,6 +105,7 @@ class QueryPanoptic(Panoptic):
 
     name, key, monitor = "query_panoptic", "semantic", ("PQ", "max")
     query_based = True
+    output_names = ("class_logits", "mask_logits")  # the fields of a QueryPrediction
 
     def __init__(self, num_classes: int, things: Sequence[int], ignore_index: int = 255,
                  class_names: list[str] | None = None, class_weight: float = 2.0, mask_weight: float = 5.0,
@@ -194,6 +195,9 @@ class QueryPanoptic(Panoptic):
 
     def mirror(self, raw: QueryPrediction) -> QueryPrediction:
         return QueryPrediction(raw.class_logits, raw.mask_logits.flip(-1))
+
+    def predicted_map(self, raw: QueryPrediction, size: Sequence[int] | None = None) -> Tensor:
+        return self.decode(raw, size)
 
     def decode(self, raw: QueryPrediction, size: Sequence[int] | None = None) -> Tensor:
         """The panoptic map ``(B, 2, H, W)`` (class and instance; void pixels ``ignore_index`` and 0) at

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from ..losses import depth_map
+from ..conditioning import depth_map
 from .base import Task
 from .dense import Depth
 from .metrics import DepthMetrics
@@ -78,6 +78,8 @@ class SelfSupervisedDepth(Task):
     """
 
     name, key, channels, monitor = "selfsup_depth", "depth", 1, ("abs_rel", "min")
+    # drawn and saved as depth is: its decoded output is metres too
+    view, prediction_files, predicted_files = Depth.view, Depth.prediction_files, Depth.predicted_files
 
     def __init__(self, pose: str = "network", min_depth: float = 0.1, max_depth: float = 100.0,
                  smoothness_weight: float = 1e-3, eval_max_depth: float | None = None,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from ..arguments import matches
 from ..checks import AsyncCheck
 
 __all__ = ["DivergenceGuard"]
@@ -42,7 +43,7 @@ class DivergenceGuard:
     """
 
     def __init__(self, factor: float = 1000.0) -> None:
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (factor == 0 or factor > 1):
+        if not matches(factor, float) or not (factor == 0 or factor > 1):
             raise ValueError(f"DivergenceGuard: factor must be 0 (finiteness only) or a number > 1, got {factor!r}")
         self.factor = float(factor)
         self.reference: dict[str, float] = {}

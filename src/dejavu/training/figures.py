@@ -14,59 +14,9 @@ import torch
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from ..data import distinct_palette
-from ..losses import blank_condition
+from ..conditioning import blank_condition
 from ..models import QueryPrediction
-from ..tasks import Depth, MultiTask, Normals, Panoptic, Segmentation, SelfSupervisedDepth, Task
-
-
-def _tasks(task: Task) -> list[Task]:
-    return task.tasks if isinstance(task, MultiTask) else [task]
-
-
-def _split(task: Task, raw: Tensor) -> list[Tensor]:
-    return task.split(raw) if isinstance(task, MultiTask) else [raw]
-
-
-def colourise(task: Task, value: Tensor, is_target: bool, palette: Sequence[Sequence[int]] | None = None
-              ) -> np.ndarray:
-    """One image's ground truth or raw prediction of a single task as an RGB array ``(H, W, 3)``;
-    segmentation in ``palette`` (the dataset's; default :func:`dejavu.data.distinct_palette`), ignored
-    pixels black."""
-    if isinstance(task, Segmentation):
-        return _class_colours((value if is_target else value.argmax(0)).numpy(), task.num_classes, palette)
-    if isinstance(task, Panoptic):
-        return _panoptic_colours(task, value if is_target else task.decode(value[None])[0], palette)
-    if isinstance(task, (Depth, SelfSupervisedDepth)):
-        d = (value if is_target else task.decode(value[None])[0])[0].numpy()
-        inv = 1 / np.clip(d, 1e-3, None)  # inverse depth: near is bright, as usual for depth maps
-        return plt.get_cmap("magma")((inv - inv.min()) / max(np.ptp(inv), 1e-6))[..., :3]
-    if isinstance(task, Normals):
-        n = value if is_target else task.decode(value[None])[0]
-        return ((n.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
-    # pretext tasks (denoising, masked modelling): an image-like map, stretched to [0, 1]
-    v = value.float().permute(1, 2, 0).numpy()
-    return (v - v.min()) / max(np.ptp(v), 1e-6)
-
-
-def _class_colours(labels: np.ndarray, num_classes: int, palette: Sequence[Sequence[int]] | None) -> np.ndarray:
-    """Class ids ``(H, W)`` as RGB in ``palette`` (default :func:`dejavu.data.distinct_palette`); ids
-    outside the classes (ignored pixels) black."""
-    colours = list(palette)[:num_classes] if palette else distinct_palette(num_classes)
-    table = np.array([*colours, (0, 0, 0)], dtype=np.float64) / 255
-    return table[np.where((labels >= 0) & (labels < num_classes), labels, num_classes)]
-
-
-def _panoptic_colours(task: Panoptic, value: Tensor, palette: Sequence[Sequence[int]] | None) -> np.ndarray:
-    """A panoptic map ``(2, H, W)`` (class, instance): stuff in its class colour, each thing instance in
-    a colour of its own (instance k of the image: the k-th of a golden-ratio palette), void black."""
-    classes, instance = value.numpy()
-    out = _class_colours(classes, task.num_classes, palette)
-    thing = (instance > 0) & np.isin(classes, task.things)
-    if thing.any():
-        own = np.array(distinct_palette(int(instance.max()) + 7), dtype=np.float64)[6:] / 255  # skip class-like hues
-        out[thing] = own[instance[thing] - 1]
-    return out
+from ..tasks import Task
 
 
 def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[str, Tensor],
@@ -82,19 +32,16 @@ def dejavu_figure(path: str | Path, images: Tensor, task: Task, targets: dict[st
             :class:`~dejavu.models.QueryPrediction`) by name (e.g. ``{"baseline": ..., "DejaVu": ...}``).
         redacted, regenerated: ``(B, 3, H, W)`` in ``[0, 1]`` from :class:`dejavu.DejaVuLoss`, if any.
         regenerated_blank: the same regeneration from a blank condition
-            (:func:`dejavu.losses.blank_condition`): what the CRM makes without the prediction.
+            (:func:`dejavu.conditioning.blank_condition`): what the CRM makes without the prediction.
     """
     columns: list[tuple[str, list[np.ndarray]]] = [
         ("input", [im.permute(1, 2, 0).clamp(0, 1).numpy() for im in images])
     ]
-    for i, t in enumerate(_tasks(task)):
-        truth = t.target_map(targets) if isinstance(t, Panoptic) else targets[t.key]
-        columns.append((f"{t.name}: ground truth", [colourise(t, y, True, palette) for y in truth]))
+    for i, t in enumerate(task.subtasks):
+        columns.append((f"{t.name}: ground truth", [t.view(y, palette) for y in t.target_map(targets)]))
         for name, raw in predictions.items():
-            part = _split(task, raw)[i]
-            pics = ([colourise(t, p, True, palette) for p in t.decode(part, images.shape[-2:])] if t.query_based
-                    else [colourise(t, p, False, palette) for p in part])
-            columns.append((f"{t.name}: {name}", pics))
+            answers = t.predicted_map(task.split(raw)[i], images.shape[-2:])
+            columns.append((f"{t.name}: {name}", [t.view(a, palette) for a in answers]))
     for title, extra in (("redacted", redacted), ("regenerated", regenerated),
                          ("regenerated from a blank condition", regenerated_blank)):
         if extra is not None:
@@ -153,11 +100,11 @@ def _on_cpu(x: Tensor) -> Tensor:
 
 
 def legend_handles(task: Task, palette: Sequence[Sequence[int]] | None = None) -> list[Patch]:
-    """A colour patch per class of the first segmentation task that names its classes (none otherwise)."""
-    for t in _tasks(task):
-        if isinstance(t, Segmentation) and t.class_names:
-            colours = palette or distinct_palette(t.num_classes)
-            return [Patch(color=np.array(colours[i]) / 255, label=name) for i, name in enumerate(t.class_names)]
+    """A colour patch per class of the first subtask that names its classes (none otherwise)."""
+    for t in task.subtasks:
+        legend = t.legend(palette)
+        if legend and None not in (name for name, _ in legend):
+            return [Patch(color=np.array(colour) / 255, label=name) for name, colour in legend]
     return []
 
 

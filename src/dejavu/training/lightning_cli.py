@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Mo
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from ..arguments import matches
 from ..tasks import TASKS, Panoptic, Segmentation
 from .callbacks import (
     AtomicCheckpointIO,
@@ -436,7 +437,7 @@ def fill_class_counts(task: dict[str, Any], dataset: str | dict) -> None:
             given = spec.get(key)
             if given is None and value is not None:
                 spec[key] = value
-            elif key == "num_classes" and (isinstance(given, bool) or not isinstance(given, int)):
+            elif key == "num_classes" and (not matches(given, int)):
                 raise ValueError(f"model.task: num_classes must be an int, got {given!r}; leave it out to take the "
                                  f"{cls.__name__} dataset's {value}")
             elif key == "num_classes" and value is not None and given != value:

@@ -17,13 +17,13 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from .. import redaction as R
-from ..arguments import check_types
+from ..arguments import check_types, matches
 from ..extensions import CyclicConsistency, SharedAttentionRegeneration, TextSupervision, TrainingStep
 from ..losses import DejaVuLoss, NonFiniteError
 from ..models import create_model, input_size_named, load_weights
 from ..models.shared_attention import SharedAttention
-from ..tasks import MultiTask, Task, create_task
-from ..weights import MissingDownloadError
+from ..tasks import Task, create_task
+from ..weights import MissingDownloadError, mismatch
 from .divergence import DivergenceGuard
 from .inference import check_inference
 from .inference import predict as predict_views
@@ -118,7 +118,7 @@ class DejaVuModule(L.LightningModule):
             task's), ``weight`` (paper: 0.3)); needs ``dejavu``.
         sa_weight: weight of the regeneration MSE of a DejaVu-SA network (``network.name: dejavu_sa``).
         sa_lpips_weight, sa_lpips_weights: weight of its LPIPS term (paper: 0.3, as for DejaVu) and the
-            backbone weights file (see :class:`dejavu.losses.LPIPS`; ``0`` switches LPIPS off).
+            backbone weights file (see :class:`dejavu.perceptual.LPIPS`; ``0`` switches LPIPS off).
         augment: the supplementary's "redaction as augmentation" baseline: ``{"redaction": spec, "p": 0.5}``
             replaces a training batch by its redaction with probability ``p`` (no CRM, no extra loss).
         pretrained: a local weights file (e.g. a DDeP or MAE pretraining run's ``model.safetensors``)
@@ -174,7 +174,7 @@ class DejaVuModule(L.LightningModule):
         check_types("model", DejaVuModule.__init__, dict(self.hparams))
         check_inference(inference)
         self.guard = DivergenceGuard(divergence_factor)
-        if crm_lr is not None and (isinstance(crm_lr, bool) or not isinstance(crm_lr, (int, float)) or crm_lr <= 0):
+        if crm_lr is not None and (not matches(crm_lr, float) or crm_lr <= 0):
             raise ValueError(f"model.crm_lr must be a number > 0, or null to train the CRM in the network's "
                              f"optimiser; got {crm_lr!r}")
         if optimizer not in ("sgd", "adamw"):
@@ -192,7 +192,7 @@ class DejaVuModule(L.LightningModule):
         # every part with pretrained weights is built before any missing download is reported, so that an
         # offline run names all the files it needs at once, not one per attempt
         missing: list[MissingDownloadError] = []
-        heads = [t.channels for t in self.task.tasks] if isinstance(self.task, MultiTask) else self.task.channels
+        heads = self.task.head_channels
         net = _downloaded(missing, lambda: _build("model.network", create_model, network, out_channels=heads))
         self.dejavu_loss = None if dejavu is None else _downloaded(missing, lambda: _build_dejavu(dejavu, self.task))
         text = None
@@ -483,15 +483,8 @@ def _build_dejavu(spec: dict[str, Any], task: Task) -> DejaVuLoss:
 
 def check_state_dict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
     """Raise a ValueError naming ``source`` and the first parameter that does not fit ``module``."""
-    own = module.state_dict()
-    for key, value in own.items():
-        if key not in state:
-            raise ValueError(f"checkpoint {source} does not match the model: it lacks parameter {key!r}")
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise ValueError(f"checkpoint {source} does not match the model: parameter {key!r} has shape "
-                             f"{tuple(state[key].shape)}, the model has {tuple(value.shape)}")
-    extra = [k for k in state if k not in own]
-    if extra:
-        raise ValueError(f"checkpoint {source} does not match the model: unexpected parameter {extra[0]!r}")
+    diff = mismatch(module.state_dict(), state)
+    if diff:
+        raise ValueError(f"checkpoint {source} does not match the model: {diff}")
 
 

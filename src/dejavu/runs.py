@@ -1,20 +1,20 @@
 """A finished run folder (``dejavu fit --run_dir``) as its network: ``model.json`` says how to build it,
-``model.safetensors`` holds its weights. :func:`dejavu.load_model` is the one-line form."""
+``model.safetensors`` holds its weights. :func:`load_model` is the one-line form.
+
+It sits above the tasks and the networks (it needs both), beside the extensions."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
-from . import create_model, load_weights
+from .models import create_model, load_weights
+from .tasks import Task, create_task
 
-if TYPE_CHECKING:
-    from ..tasks import Task
-
-__all__ = ["load_run", "read_model_json", "run_folder"]
+__all__ = ["load_model", "load_run", "read_model_json", "run_folder"]
 
 
 def run_folder(path: str | Path) -> Path:
@@ -22,6 +22,22 @@ def run_folder(path: str | Path) -> Path:
     ``model.safetensors`` path."""
     run = Path(path).expanduser()
     return run.parent if run.suffix in (".json", ".safetensors") else run
+
+
+def load_model(run: str | Path) -> nn.Module:
+    """The trained network of a run folder (``dejavu fit --run_dir RUN``, or its ``model.safetensors``):
+    the network alone, without the CRM, in eval mode on the CPU, built from ``RUN/model.json``.
+
+    Raises:
+        FileNotFoundError: not a finished run folder (the message says what it lacks).
+        ValueError: an unreadable ``model.json`` or weights that do not fit it (each named).
+
+    Example (a run of ``dejavu fit --config synthetic/segmentation_dejavu.yaml``)::
+
+        net = load_model("runs/synthetic/segmentation_dejavu")
+        logits = net(images)                    # (B, 6, H, W) for (B, 3, H, W) images in [0, 1]
+    """
+    return load_run(run)[0]
 
 
 def load_run(path: str | Path) -> tuple[nn.Module, Task, dict[str, Any]]:
@@ -37,11 +53,10 @@ def load_run(path: str | Path) -> tuple[nn.Module, Task, dict[str, Any]]:
     if not run.is_dir() or missing:
         raise FileNotFoundError(f"{run} is not a finished run folder: it lacks {' and '.join(missing) or 'itself'}; "
                                 "give the --run_dir of a `dejavu fit` that completed")
-    from ..tasks import MultiTask, create_task  # here: the tasks import this package's networks
 
     meta = read_model_json(run / "model.json")
     task = create_task(**meta["task"])
-    heads = [t.channels for t in task.tasks] if isinstance(task, MultiTask) else task.channels
+    heads = task.head_channels
     spec = dict(meta["network"])
     net = create_model(spec.pop("name"), heads, **{k: v for k, v in spec.items() if k != "encoder_weights"})
     load_weights(net, run / "model.safetensors")
