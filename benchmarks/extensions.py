@@ -35,7 +35,7 @@ def main() -> None:
         ("DejaVu", "configs/synthetic/segmentation_dejavu.yaml", []),
         ("DejaVu-CL", "configs/extensions/cl.yaml", []),
         ("DejaVu-TS (tiny random CLIP)", "configs/extensions/ts.yaml",
-         ["--model.text_supervision.model", "dejavu-tiny-clip", "--model.text_supervision.random_init", "true"]),
+         ["--model.auxiliaries", "[{name: text, model: dejavu-tiny-clip, random_init: true}]"]),
         ("DejaVu-SA", "configs/extensions/sa.yaml", []),
         ("redaction as augmentation", "configs/extensions/augment.yaml", []),
         ("DDeP pretraining", "configs/extensions/ddep_pretrain.yaml", []),

@@ -76,10 +76,11 @@ def main() -> None:
         if a.only and a.only not in name:
             continue
         torch.manual_seed(0)
-        base = DejaVuModule(network, task, lr=0.0)  # a zero learning rate: the same work, finite numbers
+        base = DejaVuModule(network, task, optim={"lr": 0.0})  # a zero learning rate: the same work, finite numbers
         params = sum(q.numel() for q in base.net.parameters())
         t0 = step_seconds(base, batch, a.rounds)
-        t1 = step_seconds(DejaVuModule(network, task, dejavu=dejavu, lr=0.0, crm_lr=1e-12), batch, a.rounds)
+        still = {"lr": 0.0, "crm_lr": 1e-12}
+        t1 = step_seconds(DejaVuModule(network, task, dejavu=dejavu, optim=still), batch, a.rounds)
         print(f"| {name} | {params / 1e6:.1f} M | {t0:.2f} | {t1:.2f} | {t1 / t0:.2f}x |", flush=True)
 
 

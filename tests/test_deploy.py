@@ -16,7 +16,7 @@ from dejavu.cli import main as dejavu
 from dejavu.cli.deploy import export, load_run, predict
 from dejavu.data import SyntheticScenes
 from dejavu.models import create_model
-from dejavu.training.module import parameter_groups
+from dejavu.training.optim import parameter_groups
 
 EXPORT_TOLERANCE = 1e-4  # largest absolute difference of an exported program's output from the eager network's
 
@@ -31,7 +31,7 @@ def run(tmp_path_factory):
                   "task": {"name": "multitask", "tasks": [{"name": "segmentation"}, {"name": "depth"},
                                                           {"name": "normals"}]},
                   "dejavu": {"redaction": {"name": "checkerboard", "block_size": 8}, "lpips_weight": 0.0},
-                  "optimizer": "adamw", "lr": 0.003},
+                  "optim": {"name": "adamw", "lr": 0.003}},
         "data": {"dataset": "synthetic", "size": [32, 32], "batch_size": 4, "train_length": 8, "val_length": 4},
         "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False},
         "figure_images": 1,
@@ -166,7 +166,7 @@ def test_parameter_groups_and_warm_up():
     from dejavu.training.module import DejaVuModule
 
     module = DejaVuModule({"name": "unet", "width": 4, "depth": 2}, {"name": "segmentation", "num_classes": 3},
-                          lr=0.01, warmup_steps=4)
+                          optim={"lr": 0.01, "warmup_steps": 4})
     optimizer = module.configure_optimizers()["optimizer"]
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 / 4)  # step 0 of a 4-step linear warm-up
 

@@ -155,8 +155,8 @@ def test_extension_configs_train(config, tmp_path):
 
 
 def test_ts_config_trains_with_a_tiny_clip(tmp_path):
-    _fit("ts.yaml", tmp_path / "run", "--model.text_supervision",
-         "{model: dejavu-tiny-clip, random_init: true, class_names: [a, b, c, d, e, f]}")
+    _fit("ts.yaml", tmp_path / "run", "--model.auxiliaries",
+         "[{name: text, model: dejavu-tiny-clip, random_init: true, class_names: [a, b, c, d, e, f]}]")
 
 
 def test_ddep_pretrain_then_dejavu_finetune(tmp_path):
@@ -177,7 +177,8 @@ def test_cyclic_step_updates_batch_norm_statistics_once_from_real_images():
 
     torch.manual_seed(0)
     module = DejaVuModule({"name": "unet", "width": 8, "depth": 2}, {"name": "segmentation", "num_classes": 4},
-                          dejavu={"redaction": "checkerboard", "lpips_weight": 0}, cyclic_weight=0.1,
+                          dejavu={"redaction": "checkerboard", "lpips_weight": 0},
+                          auxiliaries=[{"name": "cyclic", "weight": 0.1}],
                           channels_last=False)
     assert _norm_buffers(module.net)
     batch = {"image": torch.rand(2, 3, 32, 32), "semantic": torch.randint(0, 4, (2, 32, 32))}
@@ -213,7 +214,7 @@ def test_shared_attention_trains_with_lpips_kept_out_of_checkpoints():
 
     module = DejaVuModule({"name": "dejavu_sa", "base": {"name": "unet", "width": 8, "depth": 2}, "embed_dim": 16,
                            "heads": 2, "block_size": 8}, {"name": "segmentation", "num_classes": 4},
-                          sa_lpips_weights="random", channels_last=False)
+                          auxiliaries=[{"name": "sa", "lpips_weights": "random"}], channels_last=False)
     batch = {"image": torch.rand(2, 3, 32, 32), "semantic": torch.randint(0, 4, (2, 32, 32))}
     with_lpips = module.training_step(batch, 0)
     module.auxiliaries["sa"].lpips_weight = 0.0

@@ -114,8 +114,9 @@ def test_the_docs_examples_of_a_new_redaction_task_and_extension_work():
 
     from dejavu import DejaVuLoss
     from dejavu import redaction as R
-    from dejavu.extensions import TrainingStep
+    from dejavu.extensions import AUXILIARIES, TrainingStep
     from dejavu.tasks import TASKS, create_task
+    from dejavu.training import DejaVuModule
 
     section = (PACKAGE.parent.parent / "docs" / "contributing.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
@@ -132,9 +133,19 @@ def test_the_docs_examples_of_a_new_redaction_task_and_extension_work():
         assert task.compute_metrics(torch.randn(2, 1, 8, 8), torch.rand(2, 1, 8, 8))["edge_mse"] > 0
         step = TrainingStep(lambda x: x, image, torch.randn(2, 1, 16, 16), task.condition, loss_fn, out)
         assert ns["RegeneratedEdges"]()(step)["edge_loss"] > 0
+        # as a config names them: the redaction, the task and the extension, with no edit to the training module
+        module = DejaVuModule({"name": "unet", "width": 4, "depth": 2}, {"name": "edges"},
+                              dejavu={"redaction": {"name": "stripes", "width": 4}, "lpips_weight": 0},
+                              auxiliaries=[{"name": "regenerated_edges", "weight": 0.1}], channels_last=False)
+        logged = {}
+        module.log_dict = lambda logs, **_: logged.update(logs)
+        module.log = lambda *_, **__: None
+        loss = module.training_step({"image": image, "edges": torch.rand(2, 1, 16, 16)}, 0)
+        assert loss > 0 and logged["train/edge_loss"] > 0 and logged["train/dejavu_loss"] > 0
     finally:
         R.REGISTRY.pop("stripes", None)
         TASKS.pop("edges", None)
+        AUXILIARIES.pop("regenerated_edges", None)
 
 
 def test_the_readme_is_short_and_every_docs_link_resolves():

@@ -13,7 +13,8 @@ from dejavu.models import QueryPrediction, create_model
 from dejavu.models.ocr import object_regions
 from dejavu.tasks import QueryPanoptic, create_task
 from dejavu.training.lightning_cli import DejaVuCLI
-from dejavu.training.module import DejaVuModule, parameter_groups
+from dejavu.training.module import DejaVuModule
+from dejavu.training.optim import parameter_groups
 
 TINY_M2F = {"name": "mask2former", "backbone": "test_resnet", "num_queries": 8, "hidden_dim": 32, "feature_size": 32,
             "mask_feature_size": 32, "encoder_feedforward_dim": 64, "encoder_layers": 1, "decoder_layers": 3,
@@ -27,7 +28,7 @@ DEJAVU = {"redaction": {"name": "checkerboard", "block_size": 8}, "regenerator":
 def fit_two_steps(tmp_path, network: dict, task: dict, dejavu: bool) -> dict:
     """`dejavu fit` of 2 steps (4 synthetic images, batch 2) and a validation; its metrics.json."""
     config = {"seed_everything": 0,
-              "model": {"network": network, "task": task, "optimizer": "adamw", "lr": 0.001,
+              "model": {"network": network, "task": task, "optim": {"name": "adamw", "lr": 0.001},
                         **({"dejavu": DEJAVU} if dejavu else {})},
               "data": {"dataset": "synthetic", "size": [64, 64], "batch_size": 2, "train_length": 4, "val_length": 2},
               "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False},
@@ -172,7 +173,7 @@ def test_query_predictions_refuse_view_averaging_and_multitask():
     with pytest.raises(ValueError, match="train it on its own"):
         create_task("multitask", tasks=[task, {"name": "depth"}])
     with pytest.raises(ValueError, match=r"train it with model\.dejavu alone"):
-        DejaVuModule(TINY_M2F, task, dejavu={"lpips_weight": 0}, cyclic_weight=0.1)
+        DejaVuModule(TINY_M2F, task, dejavu={"lpips_weight": 0}, auxiliaries=[{"name": "cyclic"}])
 
 
 def test_mask2former_backbone_trains_at_its_own_learning_rate():

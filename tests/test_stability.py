@@ -227,8 +227,8 @@ def test_every_shipped_dejavu_config_trains_30_steps(config, tmp_path):
         write(tmp_path / "data")
         args += ["--data.root", str(tmp_path / "data")]
     model = spec["model"]
-    if model.get("text_supervision"):
-        args += ["--model.text_supervision.model", "dejavu-tiny-clip", "--model.text_supervision.random_init", "true"]
+    if any(a.get("name") == "text" for a in model.get("auxiliaries") or []):
+        args += ["--model.auxiliaries", "[{name: text, model: dejavu-tiny-clip, random_init: true}]"]
     if model.get("pretrained"):
         args += ["--model.pretrained", "null"]
     if model["dejavu"].get("regenerator_weights"):

@@ -31,7 +31,7 @@ from dejavu.training.lightning_cli import test_run as evaluate_run  # not a test
 TINY = {
     "seed_everything": 0,
     "model": {"network": {"name": "unet", "width": 4, "depth": 2},
-              "task": {"name": "segmentation", "num_classes": 6}, "optimizer": "adamw", "lr": 0.003},
+              "task": {"name": "segmentation", "num_classes": 6}, "optim": {"name": "adamw", "lr": 0.003}},
     "data": {"dataset": "synthetic", "size": [32, 32], "batch_size": 4, "train_length": 16, "val_length": 8},
     "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False},
     "figure_images": 2,
@@ -379,8 +379,8 @@ def test_an_evaluation_from_a_checkpoint_uses_the_views_it_is_given(tmp_path):
 
 
 def test_a_diverging_run_stops_and_exports_nothing(tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", dejavu=False, model__lr=1e30, model__optimizer="sgd")
-    with pytest.raises(FloatingPointError, match=r"not finite at epoch 0, step \d+: task_loss .*--model.lr"):
+    cfg = write_config(tmp_path / "c.yaml", dejavu=False, model__optim={"name": "sgd", "lr": 1e30})
+    with pytest.raises(FloatingPointError, match=r"not finite at epoch 0, step \d+: task_loss .*--model\.optim\.lr"):
         dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "run"))
     assert not (tmp_path / "run" / "model.safetensors").exists() and not (tmp_path / "run" / "metrics.json").exists()
 
@@ -392,7 +392,7 @@ def test_a_diverging_regenerator_is_stopped_where_it_starts(tmp_path, norm):
     limit. The run stops at the first steps, naming each term and what to change: with the paper's
     block (batch norm at every step) before any NaN; the norm-free steps (stable up to lr 15 here)
     jump to NaN or Inf in one step, and the run stops at that step."""
-    cfg = write_config(tmp_path / "c.yaml", model__optimizer="sgd", model__lr=30.0, model__crm_lr=None,
+    cfg = write_config(tmp_path / "c.yaml", model__optim={"name": "sgd", "lr": 30.0, "crm_lr": None},
                        model__dejavu={"redaction": {"name": "random_blocks", "block_size": 32, "threshold": 0.4},
                                       "regenerator": "recursive", "regenerator_kwargs": {"steps": 20, "norm": norm},
                                       "lpips_weight": 0.0})
@@ -402,7 +402,7 @@ def test_a_diverging_regenerator_is_stopped_where_it_starts(tmp_path, norm):
     how = r"diverged at epoch 0, step [1-5]: task_loss .*dejavu_loss .*x its first value" if norm else \
         r"(diverged|is not finite) at epoch 0, step [1-5]: task_loss .*dejavu_loss (nan|inf|.*x its first value)"
     assert re.search(how, message), message
-    assert "--model.lr (now 30)" in message and "no checkpoint was written" in message
+    assert "--model.optim.lr (now 30)" in message and "no checkpoint was written" in message
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
@@ -454,9 +454,9 @@ def test_mismatched_checkpoint_names_file_and_parameter(tmp_path):
     with pytest.raises(SystemExit, match=clash):
         dejavu("test", "--config", str(wider), "--run_dir", str(tmp_path / "t0"), "--ckpt_path", str(best))
     # settings the config leaves at their defaults come from the checkpoint (adamw, 0.003 here)
-    default = write_config(tmp_path / "d.yaml", dejavu=False, model__optimizer="sgd", model__lr=0.01)
+    default = write_config(tmp_path / "d.yaml", dejavu=False, model__optim={"name": "sgd", "lr": 0.01})
     dejavu("test", "--config", str(default), "--run_dir", str(tmp_path / "t1"), "--ckpt_path", str(best))
-    assert yaml.safe_load((tmp_path / "t1" / "config_test_val.yaml").read_text())["model"]["optimizer"] == "adamw"
+    assert yaml.safe_load((tmp_path / "t1" / "config_test_val.yaml").read_text())["model"]["optim"]["name"] == "adamw"
     # without them (a checkpoint from elsewhere), the mismatch is reported clearly
     ckpt = torch.load(best, weights_only=True)
     del ckpt["hyper_parameters"]
@@ -471,7 +471,7 @@ def test_config_errors_name_the_key(tmp_path, capsys):
         dejavu("fit", "--config", cfg, "--run_dir", str(tmp_path / "r"), "--model.nonsense", "1")
     assert "nonsense" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        dejavu("fit", "--config", cfg, "--run_dir", str(tmp_path / "r"), "--model.lr", "fast")
+        dejavu("fit", "--config", cfg, "--run_dir", str(tmp_path / "r"), "--model.optim.lr", "fast")
     assert "lr" in capsys.readouterr().err
     with pytest.raises(ValueError, match="widht"):
         dejavu("fit", "--config", cfg, "--run_dir", str(tmp_path / "r"), "--model.network",
@@ -684,8 +684,8 @@ resolved = compose_config  # the config as LightningCLI composes it (bases first
 def test_shipped_configs_build(config, tmp_path):
     args = ["--config", str(config), "--run_dir", str(tmp_path / "r"), "--data.root", str(tmp_path)]
     spec = resolved(config)["model"]
-    if spec.get("text_supervision"):  # real use needs local CLIP weights; build the tiny random one
-        args += ["--model.text_supervision.model", "dejavu-tiny-clip", "--model.text_supervision.random_init", "true"]
+    if any(a.get("name") == "text" for a in spec.get("auxiliaries") or []):  # real use needs local CLIP weights
+        args += ["--model.auxiliaries", "[{name: text, model: dejavu-tiny-clip, random_init: true}]"]
     if spec.get("pretrained"):
         args += ["--model.pretrained", "null"]
     if (spec.get("dejavu") or {}).get("regenerator_weights"):  # written by the crm_pretrain config's run
@@ -715,7 +715,7 @@ def test_each_pretrained_crm_config_is_its_dejavu_config_plus_the_stored_crm():
         dejavu_cfg = post.with_name(yaml.safe_load(post.read_text())["base"])
         pre = resolved(post.with_name(post.name.replace("dejavu_pretrained_crm", "crm_pretrain")))
         a, b = resolved(dejavu_cfg), resolved(post)
-        assert pre["model"].pop("crm_pretraining") is True and pre["model"] == a["model"]
+        assert pre["model"].pop("strategy") == {"name": "crm_pretraining"} and pre["model"] == a["model"]
         assert b["model"]["dejavu"].pop("regenerator_weights") == f"{pre['run_dir']}/crm.safetensors"
         a.pop("run_dir"), b.pop("run_dir")
         assert a == b, post
@@ -781,7 +781,7 @@ def test_panoptic_things_that_contradict_the_dataset_are_refused():
 def test_a_crm_pretrained_on_the_ground_truth_starts_a_dejavu_run(tmp_path):
     cfg = str(write_config(tmp_path / "c.yaml"))
     pre = tmp_path / "pre"
-    dejavu("fit", "--config", cfg, "--run_dir", str(pre), "--model.crm_pretraining", "true")
+    dejavu("fit", "--config", cfg, "--run_dir", str(pre), "--model.strategy", "{name: crm_pretraining}")
     metrics = json.loads((pre / "metrics.json").read_text())["val"]
     assert metrics["val/regen_mse_gt"] > 0
     # the network is neither trained nor changed: its export is its seeded initialisation

@@ -1,11 +1,13 @@
 """Extensions of DejaVu (the DejaVu paper, section 3.4) as auxiliary objectives: each is one
-:class:`AuxiliaryLoss` that reads a :class:`TrainingStep` and returns its named losses. DejaVu-SA's
-network lives in :mod:`dejavu.models`; its loss is here."""
+:class:`AuxiliaryLoss` that reads a :class:`TrainingStep` and returns its named losses. Registered as
+``cyclic`` (DejaVu-CL), ``text`` (DejaVu-TS) and ``sa`` (DejaVu-SA's regeneration loss; its network
+lives in :mod:`dejavu.models`)."""
 
-from .base import AuxiliaryLoss, TrainingStep
+from .base import AUXILIARIES, AuxiliaryLoss, TrainingStep, build_auxiliary, register_auxiliary
 from .cyclic import CyclicConsistency, cyclic_consistency, frozen_norm_statistics
 from .shared_attention import SharedAttentionRegeneration
 from .text import TINY_CLIP, TextSupervision
 
-__all__ = ["TINY_CLIP", "AuxiliaryLoss", "CyclicConsistency", "SharedAttentionRegeneration", "TextSupervision",
-           "TrainingStep", "cyclic_consistency", "frozen_norm_statistics"]
+__all__ = ["AUXILIARIES", "TINY_CLIP", "AuxiliaryLoss", "CyclicConsistency", "SharedAttentionRegeneration",
+           "TextSupervision", "TrainingStep", "build_auxiliary", "cyclic_consistency", "frozen_norm_statistics",
+           "register_auxiliary"]

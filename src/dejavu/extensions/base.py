@@ -2,20 +2,29 @@
 
 An extension is one :class:`AuxiliaryLoss` subclass: ``forward(step)`` reads a :class:`TrainingStep`
 and returns its named, weighted losses, which the training loop adds to the task loss and logs as
-``train/<name>``.
+``train/<name>``. Registered by name (:func:`register_auxiliary`), a run lists it in
+``model.auxiliaries: [{name: cyclic, weight: 0.1}]``; an unregistered one goes there as
+``{class_path: package.module.Class, init_args: {...}}``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import DejaVuLoss, DejaVuOutput
 
-__all__ = ["AuxiliaryLoss", "TrainingStep"]
+if TYPE_CHECKING:
+    from ..tasks import Task
+
+__all__ = ["AUXILIARIES", "AuxiliaryLoss", "TrainingStep", "build_auxiliary", "register_auxiliary"]
+
+A = TypeVar("A", bound="type[AuxiliaryLoss]")
 
 
 @dataclass
@@ -69,5 +78,54 @@ class AuxiliaryLoss(nn.Module):
         ...         return {"smoothness": self.weight * dx}
     """
 
+    extends_dejavu = False  # True: it reads DejaVu's regeneration, so a run needs model.dejavu
+    per_pixel = True  # True: it compares dense outputs, which a query-based task does not have
+
+    @classmethod
+    def for_task(cls, task: Task, **kwargs: Any) -> AuxiliaryLoss:
+        """The objective for a run of ``task``, from its config entry's keyword arguments."""
+        return cls(**kwargs)
+
     def forward(self, step: TrainingStep) -> dict[str, Tensor]:
         raise NotImplementedError
+
+
+AUXILIARIES: dict[str, type[AuxiliaryLoss]] = {}
+
+
+def register_auxiliary(name: str) -> Callable[[A], A]:
+    """Class decorator: make an :class:`AuxiliaryLoss` available to ``model.auxiliaries`` as ``name``."""
+    def add(cls: A) -> A:
+        AUXILIARIES[name] = cls
+        return cls
+    return add
+
+
+def build_auxiliary(spec: Mapping[str, Any], task: Task) -> tuple[str, AuxiliaryLoss]:
+    """An entry of ``model.auxiliaries`` as ``(name, objective)``: ``{"name": registered name, **kwargs}``
+    or ``{"class_path": "package.module.Class", "init_args": {...}}``.
+
+    Raises:
+        ValueError: an unknown name or class path, a key the objective does not take, or an objective that
+            does not fit the task (each named).
+    """
+    spec = dict(spec)
+    if "class_path" in spec:
+        module, _, attr = str(spec.pop("class_path")).rpartition(".")
+        cls = getattr(importlib.import_module(module), attr, None) if module else None
+        if not (isinstance(cls, type) and issubclass(cls, AuxiliaryLoss)):
+            raise ValueError(f"model.auxiliaries: {module}.{attr} is not an AuxiliaryLoss subclass")
+        name, kwargs = attr.lower(), dict(spec.pop("init_args", None) or {})
+    else:
+        name = spec.pop("name", None)
+        if name not in AUXILIARIES:
+            raise ValueError(f"model.auxiliaries: unknown objective {name!r}; choose from {sorted(AUXILIARIES)}, or "
+                             "give {class_path: package.module.Class, init_args: {...}}")
+        cls, kwargs = AUXILIARIES[name], spec
+    if cls.per_pixel and task.query_based:
+        raise ValueError(f"model.auxiliaries: {name} compares dense outputs; the {task.name} task's predictions are "
+                         "per query: train it with model.dejavu alone")
+    try:
+        return name, cls.for_task(task, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"model.auxiliaries: {name}: bad config key or value: {e}") from None

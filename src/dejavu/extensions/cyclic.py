@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AuxiliaryLoss, TrainingStep
+from .base import AuxiliaryLoss, TrainingStep, register_auxiliary
 
 __all__ = ["CyclicConsistency", "cyclic_consistency", "frozen_norm_statistics"]
 
@@ -72,6 +72,7 @@ def cyclic_consistency(net: Callable[[Tensor], Tensor], regenerated: Tensor, pre
     return F.mse_loss(condition(again).float(), condition(prediction).float())
 
 
+@register_auxiliary("cyclic")
 class CyclicConsistency(AuxiliaryLoss):
     """DejaVu-CL as an auxiliary objective: ``{"cyclic_loss": weight * L_CL}`` on a training step's
     regenerated image (upsampled to the input's size when DejaVu regenerates smaller).
@@ -80,6 +81,8 @@ class CyclicConsistency(AuxiliaryLoss):
         weight: the loss weight (paper: 0.1).
         condition: the map compared; ``None`` uses the task's (``step.condition``).
     """
+
+    extends_dejavu = True
 
     def __init__(self, weight: float = 0.1, condition: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()

@@ -11,11 +11,12 @@ from torch import Tensor
 
 from ..perceptual import LPIPS
 from ..weights import FrozenStateMixin
-from .base import AuxiliaryLoss, TrainingStep
+from .base import AuxiliaryLoss, TrainingStep, register_auxiliary
 
 __all__ = ["SharedAttentionRegeneration"]
 
 
+@register_auxiliary("sa")
 class SharedAttentionRegeneration(FrozenStateMixin, AuxiliaryLoss):
     """``{"sa_regen_mse": weight * MSE, "sa_regen_lpips": lpips_weight * LPIPS}`` between a DejaVu-SA
     network's regenerated image (``step.extras["sa_regenerated"]``) and its input, both in ``[0, 1]``.

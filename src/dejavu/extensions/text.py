@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..weights import FrozenStateMixin, from_hub
-from .base import AuxiliaryLoss, TrainingStep
+from .base import AuxiliaryLoss, TrainingStep, register_auxiliary
+
+if TYPE_CHECKING:
+    from ..tasks import Task
 
 __all__ = ["TINY_CLIP", "TextSupervision"]
 
@@ -26,6 +30,7 @@ TINY_CLIP = "dejavu-tiny-clip"  # a small CLIP shape shipped for tests and timin
 _CONFIGS = Path(__file__).parent / "clip_configs"
 
 
+@register_auxiliary("text")
 class TextSupervision(FrozenStateMixin, AuxiliaryLoss):
     """``weight * MSE(f(I_G), f(I))`` with ``f`` the frozen CLIP features described above.
 
@@ -70,7 +75,7 @@ class TextSupervision(FrozenStateMixin, AuxiliaryLoss):
                              "pass random_init=True, or a real open_clip model such as 'ViT-B-32'")
         else:
             ways_out = ("checkpoint=PATH (an open_clip checkpoint file)",
-                        "switch text supervision off (model.text_supervision: null)")
+                        "switch text supervision off (leave it out of model.auxiliaries)")
             self.clip = from_hub(lambda: open_clip.create_model(model, pretrained=pretrained),
                                  f"TextSupervision (CLIP {model!r})", f"the {pretrained!r} weights of {model!r}",
                                  ways_out, offline)
@@ -86,6 +91,13 @@ class TextSupervision(FrozenStateMixin, AuxiliaryLoss):
             with torch.no_grad():
                 text = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
         self.register_buffer("text", text, persistent=False)
+
+    extends_dejavu = True
+
+    @classmethod
+    def for_task(cls, task: Task, **kwargs: Any) -> TextSupervision:
+        """Prompts for the task's classes where it names them, unless ``class_names`` is given."""
+        return cls(**{"class_names": getattr(task, "class_names", None), **kwargs})
 
     def train(self, mode: bool = True) -> TextSupervision:
         return super().train(False)  # frozen feature extractor

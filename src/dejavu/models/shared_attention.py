@@ -39,6 +39,8 @@ class SharedAttention(nn.Module):
         torch.Size([2, 5, 30, 40])
     """
 
+    auxiliary = "sa"  # the objective a run of it needs, its regeneration loss (dejavu.extensions)
+
     def __init__(self, base: nn.Module, pred_channels: int, embed_dim: int = 32, heads: int = 4, patch: int = 8,
                  block_size: int = 32, band: tuple[float, float] = (0.25, 0.5)) -> None:
         super().__init__()

@@ -26,6 +26,7 @@ from ..data import distinct_palette
 from ..weights import read_file, write_safetensors
 from .datamodule import class_names
 from .figures import confusion_figure, module_figure, per_class_iou
+from .module import attached_trainer
 
 
 class AtomicCheckpointIO(CheckpointIO):
@@ -121,7 +122,7 @@ def export_inference_model(module, run_dir: Path) -> dict[str, Path]:
     hp = module.hparams
     write_json(paths["json"], {"network": dict(hp.network), "task": dict(hp.task),
                                "parameters": sum(v.numel() for v in module.net.parameters()),
-                               **data_facts(getattr(module.trainer, "datamodule", None) if module._trainer else None)})
+                               **data_facts(getattr(attached_trainer(module), "datamodule", None))})
     return paths
 
 

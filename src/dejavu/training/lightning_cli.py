@@ -166,6 +166,10 @@ class DejaVuCLI(LightningCLI):
                              "subset of labelled images")
 
     def _parse_ckpt_path(self) -> None:
+        # Lightning's own (private: it has no public hook for how a checkpoint's hyperparameters meet the
+        # command line) lets the checkpoint's win over every setting. Ours, with LightningCLI's private
+        # `_parser(sub)` for the subcommand's defaults, is pinned by tests/test_training.py
+        # (test_an_evaluation_from_a_checkpoint_uses_the_views_it_is_given and the clashes test).
         # LightningCLI builds the network from the checkpoint's hyperparameters, so it always fits its
         # weights. A setting the config states that the checkpoint contradicts is an error: it would
         # otherwise be dropped without a word. Evaluation settings are the command line's.
@@ -244,8 +248,8 @@ class DejaVuCLI(LightningCLI):
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
         run_dir = self._prepare_run_dir(cfg)
         monitor, mode = self.model.monitor
-        trainer_cfg = self._get(self.config_init, "trainer", default={})
-        user_callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        trainer_cfg = cfg.get("trainer") or {}
+        user_callbacks = trainer_cfg.get("callbacks") or []
         kwargs["callbacks"] = [*user_callbacks,
                                ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
                                                mode=mode, save_top_k=1, enable_version_counter=False,

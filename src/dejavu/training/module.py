@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import inspect
-import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,10 +16,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from .. import redaction as R
-from ..arguments import check_types, matches
-from ..extensions import CyclicConsistency, SharedAttentionRegeneration, TextSupervision, TrainingStep
-from ..losses import DejaVuLoss, NonFiniteError
+from ..arguments import check_types
+from ..extensions import build_auxiliary
+from ..losses import DejaVuLoss
 from ..models import create_model, input_size_named, load_weights
 from ..models.shared_attention import SharedAttention
 from ..tasks import Task, create_task
@@ -27,9 +26,11 @@ from ..weights import MissingDownloadError, mismatch
 from .divergence import DivergenceGuard
 from .inference import check_inference
 from .inference import predict as predict_views
-from .optim import JointOptimizer
+from .optim import Optimisation
+from .strategies import build_strategy
 
 T = TypeVar("T")
+DEFAULT_OPTIM = Optimisation()  # frozen: one instance serves every module
 
 
 def _build(kind: str, fn, spec: dict[str, Any], **extra: Any):
@@ -66,35 +67,11 @@ def _options(section: str, factory: Any) -> Iterator[None]:
 
 
 RELIANCE_KEYS = ("regen_mse", "regen_mse_blank", "regen_mse_gt")
-NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
-HEADS = ("head", "heads", "segmentation_head")
-
-
-def parameter_groups(module: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 1.0,
-                     no_decay_norm_bias: bool = False, exclude: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
-    """The trainable parameters of ``module`` (but those whose ``id`` is in ``exclude``) in optimiser
-    groups by learning rate and weight decay: the network's head (:data:`HEADS`, or all but the
-    ``encoder`` of a network that has one: smp's, OCR, Mask2Former) at ``head_lr_mult * lr``,
-    normalisation parameters and biases without decay when ``no_decay_norm_bias``. Auxiliaries train
-    at ``lr``."""
-    net = getattr(module, "net", module)
-    if isinstance(getattr(net, "encoder", None), nn.Module):  # smp's networks, OCR, Mask2Former's backbone
-        encoder = {id(p) for p in net.encoder.parameters()}
-        head = {id(p) for p in net.parameters() if id(p) not in encoder}
-    else:
-        head = {id(p) for name, p in net.named_parameters() if name.split(".")[0] in HEADS}
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for owner in module.modules():
-        for name, p in owner.named_parameters(recurse=False):
-            if p.requires_grad and id(p) not in exclude:
-                quiet = no_decay_norm_bias and (isinstance(owner, NORMS) or name == "bias")
-                groups.setdefault((id(p) in head and head_lr_mult != 1, quiet), []).append(p)
-    return [{"params": params, "lr": lr * (head_lr_mult if is_head else 1.0),
-             "weight_decay": 0.0 if quiet else weight_decay} for (is_head, quiet), params in groups.items()]
 
 
 class DejaVuModule(L.LightningModule):
-    """Trains ``network`` on ``task``, adding the DejaVu loss when ``dejavu`` is given.
+    """Trains ``network`` on ``task``, adding the DejaVu loss when ``dejavu`` is given. It composes
+    the parts its arguments name; what a training step optimises is its ``strategy``'s.
 
     Args:
         network: model spec for :func:`dejavu.models.create_model`, e.g. ``{"name": "unet", "width": 16}``;
@@ -102,39 +79,23 @@ class DejaVuModule(L.LightningModule):
         task: task spec for :func:`dejavu.tasks.create_task`, e.g. ``{"name": "segmentation", "num_classes": 6}``.
         dejavu: keyword arguments of :class:`dejavu.DejaVuLoss` (``pred_channels`` and ``adapter`` come
             from the task), or ``None`` for the baseline.
-        optimizer: ``"sgd"`` (momentum 0.9) or ``"adamw"``.
-        lr, weight_decay: optimiser settings; the learning rate follows the polynomial schedule
-            ``lr * (1 - step / total) ** poly_power`` (the DejaVu supplementary, section C: power 2).
-        warmup_steps: ramp the learning rate linearly from ``lr / warmup_steps`` over these first
-            steps (0: none), as recipes for pretrained backbones do.
-        head_lr_mult: the head trains at ``head_lr_mult * lr``: everything of an smp network but its
-            (pretrained) encoder, or a built-in network's ``head`` / ``heads``.
-        no_decay_norm_bias: no weight decay on normalisation layers' parameters and biases.
-        test_noise: standard deviation of Gaussian noise added to test images (in [0, 1] units),
-            for the robustness study of supp. Table B.1.
-        cyclic_weight: DejaVu-CL: weight of the cyclic consistency loss (paper: 0.1); needs ``dejavu``.
-        text_supervision: DejaVu-TS: keyword arguments of :class:`dejavu.text.TextSupervision`
-            (``model``, ``checkpoint`` or ``pretrained``, ``class_names`` (default: the segmentation
-            task's), ``weight`` (paper: 0.3)); needs ``dejavu``.
-        sa_weight: weight of the regeneration MSE of a DejaVu-SA network (``network.name: dejavu_sa``).
-        sa_lpips_weight, sa_lpips_weights: weight of its LPIPS term (paper: 0.3, as for DejaVu) and the
-            backbone weights file (see :class:`dejavu.perceptual.LPIPS`; ``0`` switches LPIPS off).
-        augment: the supplementary's "redaction as augmentation" baseline: ``{"redaction": spec, "p": 0.5}``
-            replaces a training batch by its redaction with probability ``p`` (no CRM, no extra loss).
+        auxiliaries: the extensions' objectives (:mod:`dejavu.extensions`), each ``{"name": ..., **kwargs}``
+            or ``{"class_path": ..., "init_args": {...}}``: ``[{name: cyclic, weight: 0.1}]`` (DejaVu-CL),
+            ``{name: text, checkpoint: PATH}`` (DejaVu-TS), ``{name: sa, lpips_weight: 0.3}`` (DejaVu-SA's
+            loss, added with its defaults to a ``dejavu_sa`` network when not listed).
+        optim: the optimisers and schedule (:class:`~dejavu.training.optim.Optimisation`).
+        strategy: what a training step optimises (:mod:`dejavu.training.strategies`): ``None`` the
+            supervised step; ``{name: crm_pretraining}``; ``{name: redaction_augmentation, redaction:
+            {...}, p: 0.5}``.
         pretrained: a local weights file (e.g. a DDeP or MAE pretraining run's ``model.safetensors``)
             loaded into the network; tensors whose shape differs (the output head) are left as initialised.
-        crm_pretraining: train the CRM alone, conditioned on the ground truth's condition (the task's
-            ``target_condition``) with the run's redaction, the network frozen and not run; the run
-            writes ``crm.safetensors`` for ``dejavu.regenerator_weights`` of a DejaVu run (the paper's
-            "stored weights", supp. C.1). The best checkpoint is then the lowest ``val/regen_mse_gt``.
         inference: how validation and test predict, as papers report: ``{"scales": [0.75, 1, 1.25],
             "flip": true, "window": [512, 1024], "stride": [341, 682]}`` (any subset; see
             :func:`dejavu.training.inference.predict`); ``None``: one pass over the whole image.
+        test_noise: standard deviation of Gaussian noise added to test images (in [0, 1] units),
+            for the robustness study of supp. Table B.1.
         channels_last: keep convolution weights and images in channels-last memory order (same
             numbers, about 1.8x faster on the CPUs we measured; see benchmarks/RESULTS.md).
-        crm_lr: the learning rate of the CRM's own Adam (:meth:`dejavu.DejaVuLoss.regenerator_optimizer`),
-            stepped with the network's optimiser and on the same schedule; ``None`` trains the CRM in the
-            network's optimiser at ``lr`` instead (stable, but slow under SGD for spectral redactions).
         divergence_factor: stop the run when a logged training loss term exceeds this multiple of
             its value at the first step, or is NaN/Inf (:class:`~dejavu.training.divergence.DivergenceGuard`);
             0 stops on NaN/Inf only.
@@ -148,91 +109,55 @@ class DejaVuModule(L.LightningModule):
         network: dict[str, Any],
         task: dict[str, Any],
         dejavu: dict[str, Any] | None = None,
-        optimizer: str = "sgd",
-        lr: float = 0.01,
-        weight_decay: float = 5e-4,
-        poly_power: float = 2.0,
-        test_noise: float = 0.0,
-        cyclic_weight: float = 0.0,
-        text_supervision: dict[str, Any] | None = None,
-        sa_weight: float = 1.0,
-        sa_lpips_weight: float = 0.3,
-        sa_lpips_weights: str | None = None,
-        augment: dict[str, Any] | None = None,
+        auxiliaries: list[dict[str, Any]] | None = None,
+        optim: Optimisation = DEFAULT_OPTIM,
+        strategy: dict[str, Any] | None = None,
         pretrained: str | None = None,
-        channels_last: bool = True,
-        crm_pretraining: bool = False,
         inference: dict[str, Any] | None = None,
-        warmup_steps: int = 0,
-        head_lr_mult: float = 1.0,
-        no_decay_norm_bias: bool = False,
-        crm_lr: float | None = 1e-3,
+        test_noise: float = 0.0,
+        channels_last: bool = True,
         divergence_factor: float = 1000.0,
     ) -> None:
         super().__init__()
+        if isinstance(optim, Mapping):  # the Python form of the config's section
+            optim = Optimisation(**optim)
         self.save_hyperparameters()
-        check_types("model", DejaVuModule.__init__, dict(self.hparams))
+        # the optimisation checks its own values; hparams hold them plainly (checkpoints load with weights_only)
+        check_types("model", DejaVuModule.__init__, {k: v for k, v in self.hparams.items() if k != "optim"})
+        self.hparams["optim"] = asdict(optim)
+        self.optim = optim
         check_inference(inference)
         self.guard = DivergenceGuard(divergence_factor)
-        if crm_lr is not None and (not matches(crm_lr, float) or crm_lr <= 0):
-            raise ValueError(f"model.crm_lr must be a number > 0, or null to train the CRM in the network's "
-                             f"optimiser; got {crm_lr!r}")
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"model.optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         self.task: Task = _build("model.task", create_task, task)
         if inference and self.task.query_based:
             raise ValueError(f"model.inference averages dense outputs over views; the {self.task.name} task's "
                              "predictions are per query: leave model.inference null")
         self.task_modules = nn.ModuleDict(self.task.modules())  # registered: trained, moved and saved with the rest
-        if (cyclic_weight > 0 or text_supervision or network.get("name") == "dejavu_sa") and self.task.query_based:
-            raise ValueError(f"model.cyclic_weight, model.text_supervision and dejavu_sa compare dense outputs; the "
-                             f"{self.task.name} task's predictions are per query: train it with model.dejavu alone")
-        if (cyclic_weight > 0 or text_supervision) and dejavu is None:
-            raise ValueError("model.cyclic_weight and model.text_supervision extend DejaVu: set model.dejavu too")
+        self.strategy = build_strategy(strategy)
         # every part with pretrained weights is built before any missing download is reported, so that an
         # offline run names all the files it needs at once, not one per attempt
         missing: list[MissingDownloadError] = []
         heads = self.task.head_channels
         net = _downloaded(missing, lambda: _build("model.network", create_model, network, out_channels=heads))
         self.dejavu_loss = None if dejavu is None else _downloaded(missing, lambda: _build_dejavu(dejavu, self.task))
-        text = None
-        if text_supervision:
-            spec = {"class_names": getattr(self.task, "class_names", None), **text_supervision}
-            text = _downloaded(missing, lambda: _text_supervision(spec))
-        sa = None
-        if isinstance(net, SharedAttention) or (net is None and network.get("name") == "dejavu_sa"):
-            sa = _downloaded(missing, lambda: SharedAttentionRegeneration(sa_weight, sa_lpips_weight, sa_lpips_weights))
+        specs = list(auxiliaries or [])
+        needed = getattr(net, "auxiliary", None)  # a network that needs an objective of its own (DejaVu-SA's)
+        if needed and needed not in [spec.get("name") for spec in specs]:
+            specs.append({"name": needed})
+        built = [_downloaded(missing, lambda spec=spec: build_auxiliary(spec, self.task)) for spec in specs]
         if missing:
             raise MissingDownloadError(missing[0] if len(missing) == 1 else f"{len(missing)} pretrained files are "
                                        "needed and missing:\n" + "\n".join(f"- {e}" for e in missing))
+        self.auxiliaries = nn.ModuleDict(built)  # each returns its named losses (dejavu.extensions)
+        if self.dejavu_loss is None and any(a.extends_dejavu for a in self.auxiliaries.values()):
+            names = ", ".join(k for k, a in self.auxiliaries.items() if a.extends_dejavu)
+            raise ValueError(f"model.auxiliaries: {names} extend DejaVu: set model.dejavu too")
         self.net: nn.Module = net
         self.auxiliary_outputs = _has_auxiliary_outputs(self.net)
         if pretrained:
             skipped = load_weights(self.net, pretrained, strict=False)
             rank_zero_info(f"model.pretrained: loaded {pretrained}; kept the initial values of {skipped or 'nothing'}")
-        # the extensions, each an auxiliary objective that returns its named losses
-        self.auxiliaries = nn.ModuleDict()
-        if sa is not None:
-            self.auxiliaries["sa"] = sa
-        if cyclic_weight > 0:
-            self.auxiliaries["cyclic"] = CyclicConsistency(cyclic_weight)
-        if text is not None:
-            self.auxiliaries["text"] = text
-        if crm_pretraining:
-            if type(self.task).target_condition is Task.target_condition:
-                raise ValueError(f"model.crm_pretraining: the {type(self.task).__name__} task has no ground-truth "
-                                 "condition to pretrain a CRM on")
-            if self.dejavu_loss is None or self.auxiliaries or augment:
-                raise ValueError("model.crm_pretraining trains the CRM of model.dejavu alone: set model.dejavu, "
-                                 "and no extension (cyclic_weight, text_supervision, dejavu_sa) or augment")
-            self.net.requires_grad_(False)  # the optimiser then holds the CRM's parameters only
-        self.augmentation = None
-        if augment:
-            augment = dict(augment)
-            self.augment_p = float(augment.pop("p", 0.5))
-            self.augmentation = R.as_redaction(augment.pop("redaction"))
-            if augment:
-                raise ValueError(f"model.augment: unknown keys {sorted(augment)} (expected redaction, p)")
+        self.strategy.setup(self)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)  # the CRM's small tensors gain nothing from it
         self.val_metrics = self.task.metrics()
@@ -266,42 +191,10 @@ class DejaVuModule(L.LightningModule):
             return self._training_step(batch)
 
     def _training_step(self, batch: dict[str, Tensor]) -> Tensor:
-        image = batch["image"]
-        if self.hparams.crm_pretraining:
-            out = self.dejavu_loss.from_condition(image, self.task.target_condition(batch))
-            self.log_dict({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse}, batch_size=image.shape[0])
-            self.log("loss", out.loss, prog_bar=True, logger=False, batch_size=image.shape[0])
-            return self.checked(out.loss, {"dejavu_loss": out.loss, "regen_mse": out.mse})
-        if self.augmentation is not None and torch.rand(()) < self.augment_p:
-            image = self.augmentation(image)
-        raw, extras = self.predict(image, auxiliary=True)
-        task_loss = self.task.loss(raw, batch)
-        loss = task_loss
-        logs = {"train/task_loss": task_loss}
-        deep = extras.pop("deep_supervision", ())
-        if deep:
-            logs["train/deep_supervision"] = sum(w * self.task.loss(aux, batch) for w, aux in deep)
-            loss = loss + logs["train/deep_supervision"]
-        out = None
-        if self.dejavu_loss is not None:
-            try:
-                out = self.dejavu_loss(image, self.task.render(raw))
-            except NonFiniteError as e:  # the network's weights diverged at the last update, or the data is bad
-                self.checked(loss, {**logs, "prediction": loss.new_tensor(math.nan)}, f"{e}. ", sync=True)
-            loss = loss + out.loss
-            logs.update({"train/dejavu_loss": out.loss, "train/regen_mse": out.mse})
-            if self.dejavu_loss.lpips_weight > 0:  # a term that is off would read 0 (LPIPS) or 1 (SSIM)
-                logs["train/regen_lpips"] = out.lpips
-            if self.dejavu_loss.ssim_weight > 0:
-                logs["train/regen_ssim"] = out.ssim
-        step = TrainingStep(self.net, image, raw, self.task.condition, self.dejavu_loss, out, extras)
-        for auxiliary in self.auxiliaries.values():
-            for name, value in auxiliary(step).items():
-                loss = loss + value
-                logs[f"train/{name}"] = value
-        logs["train/loss"] = loss
-        self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=image.shape[0])
-        self.log("loss", loss, prog_bar=True, logger=False, batch_size=image.shape[0])
+        loss, logs = self.strategy.step(self, batch)
+        size = batch["image"].shape[0]
+        self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=size)
+        self.log("loss", loss, prog_bar=True, logger=False, batch_size=size)
         return self.checked(loss, logs)
 
     def checked(self, loss: Tensor, parts: dict[str, Tensor], cause: str = "", sync: bool = False) -> Tensor:
@@ -312,11 +205,11 @@ class DejaVuModule(L.LightningModule):
         nothing is exported, and the message says which checkpoint is left to resume from.
         """
         parts = {k.removeprefix("train/"): v for k, v in parts.items()}
-        own = (" (the CRM trains in the network's optimiser: --model.crm_lr 0.001 gives it its own Adam)"
-               if self.dejavu_loss is not None and self.hparams.crm_lr is None else "")
+        own = (" (the CRM trains in the network's optimiser: --model.optim.crm_lr 0.001 gives it its own Adam)"
+               if self.dejavu_loss is not None and self.optim.crm_lr is None else "")
 
         def advice() -> str:  # made only when a check fails: it lists the checkpoint folder
-            return (f"{cause}Lower --model.lr (now {self.hparams.lr:g}){own} or check the data for NaN/Inf; "
+            return (f"{cause}Lower --model.optim.lr (now {self.optim.lr:g}){own} or check the data for NaN/Inf; "
                     f"{self._checkpoint_note()}. Nothing is exported. (--model.divergence_factor "
                     f"{self.guard.factor:g} sets when a loss counts as diverged.)")
 
@@ -328,7 +221,8 @@ class DejaVuModule(L.LightningModule):
         return loss
 
     def _checkpoint_note(self) -> str:
-        callback = self._trainer.checkpoint_callback if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        callback = trainer.checkpoint_callback if trainer is not None else None
         folder = Path(callback.dirpath) if callback is not None and callback.dirpath else None
         saved = sorted(p.name for p in folder.glob("*.ckpt")) if folder is not None and folder.is_dir() else []
         if not saved:
@@ -336,29 +230,9 @@ class DejaVuModule(L.LightningModule):
         return f"the checkpoints written before this step are in {folder} ({', '.join(saved)}): resume with --ckpt_path"
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        crm = self.dejavu_loss.regenerator_optimizer(hp.crm_lr) if self.dejavu_loss and hp.crm_lr else None
-        mine = frozenset(id(p) for g in crm.param_groups for p in g["params"]) if crm else frozenset()
-        groups = parameter_groups(self, hp.lr, hp.weight_decay, hp.head_lr_mult, hp.no_decay_norm_bias, mine)
-        if not groups and crm is not None:  # CRM pretraining: the network is frozen
-            opt = crm
-        elif hp.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        if crm is not None and opt is not crm:
-            opt = JointOptimizer(opt, crm)
-        power, warmup = hp.poly_power, hp.warmup_steps
-
-        def poly(step: int) -> float:
-            # the total is asked for from the first step on, not here: asking now would build the training
-            # loader before a resumed run has restored its position in the data
-            total = 1 if step == 0 else max(1, int(self.trainer.estimated_stepping_batches))
-            ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-            return ramp * max(0.0, 1 - step / total) ** power
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, poly)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        own = self.dejavu_loss is not None and self.optim.crm_lr is not None
+        crm = self.dejavu_loss.regenerator_optimizer(self.optim.crm_lr) if own else None
+        return self.optim.configure(self, crm, lambda: int(self.trainer.estimated_stepping_batches))
 
     # ---------------------------------------------------------------------------- evaluation
     def fixed_prepare(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
@@ -412,14 +286,14 @@ class DejaVuModule(L.LightningModule):
     @property
     def evaluated_split(self) -> str:
         """The split ``test`` evaluates (``--data.split``), which names its metrics: ``val/mIoU`` on ``val``."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         return getattr(getattr(datamodule, "hparams", None), "split", "test")
 
     @property
     def monitor(self) -> tuple[str, str]:
         """The validation metric that picks the best checkpoint, and whether higher is better."""
-        if self.hparams.crm_pretraining:
-            return "val/regen_mse_gt", "min"
+        if self.strategy.monitor is not None:
+            return self.strategy.monitor
         name, mode = self.task.monitor
         return f"val/{name}", mode
 
@@ -429,6 +303,14 @@ class DejaVuModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_state_dict(self, checkpoint["state_dict"], checkpoint.get("dejavu_source", "the checkpoint"))
         self.guard.load_state_dict(checkpoint.get("divergence_reference", {}))
+
+
+def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+    """The trainer ``module`` is attached to, or ``None`` (Lightning's ``module.trainer`` raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
 
 
 def _has_auxiliary_outputs(net: nn.Module) -> bool:
@@ -464,13 +346,6 @@ def _downloaded(missing: list[MissingDownloadError], build: Callable[[], T]) -> 
     except MissingDownloadError as e:
         missing.append(e)
         return None
-
-
-def _text_supervision(spec: dict[str, Any]) -> TextSupervision:
-    try:
-        return TextSupervision(**spec)
-    except TypeError as e:
-        raise ValueError(f"model.text_supervision: bad config key or value: {e}") from None
 
 
 def _build_dejavu(spec: dict[str, Any], task: Task) -> DejaVuLoss:
