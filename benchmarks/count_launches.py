@@ -4,51 +4,31 @@ whichever version of the library is importable: the CPU proxy of a GPU's launch 
     python benchmarks/count_launches.py                                  # this checkout
     PYTHONPATH=<another checkout>/src python benchmarks/count_launches.py  # an older version
 
-It carries its own copy of ``dejavu.cli.bench.OpCounter``'s rules, so older versions, which lack it,
-are counted the same way: views, metadata and allocations are left out; ``_local_scalar_dense``,
+It counts with ``benchmarks/opcount.py``'s ``OpCounter``, which imports nothing of dejavu, so older
+versions are counted the same way: views, metadata and allocations are left out; ``_local_scalar_dense``,
 ``nonzero`` and ``is_nonzero`` are host syncs. Gradients are cleared (``set_to_none``) before each
 counted call, as a training step clears them.
 """
 
 import json
-from collections import Counter
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
+from opcount import OpCounter  # beside this script
 
 from dejavu.losses import DejaVuLoss
 from dejavu.models import create_model
 
-NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_unsafe_view",
-             "_reshape_alias", "resize_", "set_", "lift_fresh"}
-SYNCS = {"_local_scalar_dense", "nonzero", "is_nonzero"}
 BLOCKS = {"name": "random_blocks", "block_size": 32, "threshold": 0.4}
-
-
-class Ops(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if not func.is_view and name not in NO_KERNEL:
-            self.counts[name] += 1
-        return func(*args, **(kwargs or {}))
-
-    def result(self) -> tuple[int, int]:
-        return sum(self.counts.values()), sum(n for k, n in self.counts.items() if k in SYNCS)
 
 
 def counted(call, tensors) -> tuple[int, int]:
     for _ in range(3):  # two warm-up calls, then the counted one
         for t in tensors():
             t.grad = None
-        ops = Ops()
-        with ops:
+        with OpCounter() as ops:
             call()
-    return ops.result()
+    return ops.kernels, ops.syncs
 
 
 rows = {}

@@ -7,8 +7,8 @@ warm-up step; UNet width 8, CRM-F, checkerboard, LPIPS off, 2x3x64x64), counted 
 import warnings
 
 import torch
+from opcount import OpCounter  # beside this script
 
-from dejavu.cli.bench import OpCounter
 from dejavu.training.module import DejaVuModule
 
 warnings.filterwarnings("ignore")

@@ -6,9 +6,9 @@
 import argparse
 
 import torch
+from bench import VARIANTS, TrainStep  # benchmarks/bench.py, beside this script
 from torch.profiler import ProfilerActivity, profile
 
-from dejavu.cli.bench import VARIANTS, TrainStep
 from dejavu.models import create_model
 
 p = argparse.ArgumentParser()

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dejavu.cli import bench
+from benchmarks import bench
 from dejavu.training import callbacks
 
 
@@ -49,3 +49,11 @@ def test_saved_activations_leave_out_parameters():
     step = bench.TrainStep(net, 19, None, torch.device("cpu"), amp=False, lpips=False, channels_last=False)
     x, y = torch.rand(1, 3, 4, 4), torch.randint(0, 19, (1, 4, 4))
     assert 0 < bench.saved_activation_bytes(step, x, y) < net.weight.numel() * 4 / 10
+
+
+def test_dejavu_bench_from_an_installation_without_the_checkout_says_where_the_harness_is(tmp_path, monkeypatch):
+    from dejavu.cli import benchmarks
+
+    monkeypatch.setattr(benchmarks, "HARNESS", tmp_path / "benchmarks" / "bench.py")
+    with pytest.raises(SystemExit, match=r"benchmarks/bench\.py of a source checkout"):
+        benchmarks.bench(["--quick"])

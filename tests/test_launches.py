@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks.bench import LOSS_VARIANTS, RANDOM_BLOCKS, VARIANTS, OpCounter, TrainStep
 from dejavu import DejaVuLoss
 from dejavu.checks import AsyncCheck
-from dejavu.cli.bench import LOSS_VARIANTS, RANDOM_BLOCKS, VARIANTS, OpCounter, TrainStep
 from dejavu.losses import NonFiniteError, _resize
 from dejavu.models import create_model
 from dejavu.perceptual import LPIPS

@@ -1,8 +1,8 @@
 """The ``dejavu`` command line: it only dispatches to a command.
 
 ``fit``, ``validate`` and ``test`` are LightningCLI (:mod:`dejavu.training.lightning_cli`); ``demo``,
-``compare``, ``bench``, ``predict`` and ``export`` are modules of this package. Each command is imported
-when it is asked for.
+``compare``, ``predict`` and ``export`` are modules of this package; ``bench`` runs the checkout's
+``benchmarks/bench.py``. Each command is imported when it is asked for.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
 
         compare(argv[1:])
     elif argv[0] == "bench":
-        from .bench import main as bench
+        from .benchmarks import bench
 
         bench(argv[1:])
     elif argv[0] in ("predict", "export"):

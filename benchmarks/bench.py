@@ -1,4 +1,5 @@
-"""``dejavu bench``: what DejaVu costs, measured side by side (the DejaVu supplementary, section B.5).
+"""``dejavu bench`` (``python benchmarks/bench.py`` in a checkout): what DejaVu costs, measured side by
+side (the DejaVu supplementary, section B.5). The harness lives beside the benchmarks, not in the package.
 
 Sections (``--only`` picks some):
 
@@ -29,19 +30,22 @@ import platform
 import statistics
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..losses import DejaVuLoss
-from ..models import create_model, model_cost
-from ..redaction import BandStop, Checkerboard, LowPass, RandomBlocks
+from dejavu.losses import DejaVuLoss
+from dejavu.models import create_model, model_cost
+from dejavu.redaction import BandStop, Checkerboard, LowPass, RandomBlocks
+
+try:
+    from .opcount import OpCounter
+except ImportError:  # run as a script: python benchmarks/bench.py
+    from opcount import OpCounter
 
 
 def machine() -> dict[str, Any]:
@@ -55,45 +59,6 @@ def machine() -> dict[str, Any]:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-# ------------------------------------------------------------------------------ operator counts
-# operators that allocate or relabel memory without running a kernel
-NO_KERNEL = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_unsafe_view",
-                       "_reshape_alias", "resize_", "set_", "lift_fresh"})
-# operators whose result the host reads: on a GPU each waits for the device to catch up
-HOST_SYNCS = frozenset({"_local_scalar_dense", "nonzero", "is_nonzero"})
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the operators a piece of code dispatches, as a device-independent proxy for its kernel
-    launches and host syncs: views, metadata and allocations are left out (they launch nothing), and
-    ``_local_scalar_dense``, ``nonzero`` and ``is_nonzero`` are counted as host syncs.
-
-    Example:
-        >>> with OpCounter() as ops:
-        ...     _ = (torch.rand(4).view(2, 2) * 2).sum().item()
-        >>> ops.kernels, ops.syncs
-        (4, 1)
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if not func.is_view and name not in NO_KERNEL:
-            self.counts[name] += 1
-        return func(*args, **(kwargs or {}))
-
-    @property
-    def kernels(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def syncs(self) -> int:
-        return sum(n for k, n in self.counts.items() if k in HOST_SYNCS)
 
 
 # ------------------------------------------------------------------------------------ overhead
@@ -357,7 +322,7 @@ def _torch_dct_bandstop(x: torch.Tensor, b: int, keep: torch.Tensor) -> torch.Te
 
 
 def redaction(shape: tuple[int, ...], device: torch.device, repeats: int) -> list[dict]:
-    from ..dct import block_frequency
+    from dejavu.dct import block_frequency
 
     x = torch.rand(*shape, device=device)
     b = 32
@@ -391,7 +356,7 @@ def redaction(shape: tuple[int, ...], device: torch.device, repeats: int) -> lis
 # ----------------------------------------------------------------------------- inference cost
 def inference_cost(size: tuple[int, int] = (64, 64)) -> dict[str, Any]:
     """Train a tiny DejaVu run, export it, and compare the export with the baseline architecture."""
-    from ..training.lightning_cli import DejaVuCLI, fit_run, packaged_config
+    from dejavu.training.lightning_cli import DejaVuCLI, fit_run, packaged_config
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -508,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         result["redaction"] = {"shape": list(shape), "rows": rows}
         md.append(f"## Redaction throughput, {shape}\n\n" + _table(rows, ["case", "s", "x_clone", "GB_per_s"]))
     if "data" in only:
-        from ..data import SyntheticScenes
+        from dejavu.data import SyntheticScenes
 
         n = 100 if a.quick else 500
         threads = torch.get_num_threads()
@@ -533,3 +498,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n\n".join(md))
     if "inference" in only and not result["inference"]["ok"]:
         raise SystemExit("dejavu bench: zero inference cost is BROKEN: the exported model differs from the baseline")
+
+
+if __name__ == "__main__":
+    main()
