@@ -10,6 +10,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+TESTS = Path(__file__).resolve().parent  # on PYTHONPATH for a subprocess that loads these callbacks
+ROOT = TESTS.parent  # the checkout: README, docs, configs, benchmarks
+CONFIGS = sorted(c for c in (ROOT / "configs").rglob("*.yaml") if c.name != "base.yaml")  # the shipped configs
+
 
 class DDPProbe(L.Callback):
     """Records, per rank, a hash of every training batch and a checksum of the final parameters."""

@@ -29,7 +29,7 @@ def test_bench_quick_reports_every_section(tmp_path):
 def test_bench_fails_when_the_export_carries_the_crm(tmp_path, monkeypatch):
     real = callbacks.export_inference_model
 
-    def leaky(module, run_dir):  # a regression: the CRM ends up in the inference model
+    def leaky(module, run_dir):  # the CRM in the inference model
         paths = real(module, run_dir)
         import torch
 

@@ -1,6 +1,6 @@
-"""DejaVu's fixed cost in kernel launches and host syncs, counted on any device (issue: DejaVu at GPU
-speed). The operator counts are the CPU proxy of a GPU's launch overhead: on a GPU, the DejaVu loss
-costs about its launches, not its arithmetic."""
+"""DejaVu's fixed cost in kernel launches and host syncs, counted on any device. The operator counts are
+the CPU proxy of a GPU's launch overhead: on a GPU, the DejaVu loss costs about its launches, not its
+arithmetic."""
 
 import pytest
 import torch

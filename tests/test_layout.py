@@ -4,7 +4,9 @@ no private name used outside its module."""
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "src" / "dejavu"
+from helpers import ROOT
+
+PACKAGE = ROOT / "src" / "dejavu"
 
 # core <- tasks / data / models <- extensions <- training <- command line
 LAYERS = {"dejavu": 0, "dejavu.dct": 0, "dejavu.redaction": 0, "dejavu.regeneration": 0, "dejavu.losses": 0,

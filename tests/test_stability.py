@@ -1,19 +1,20 @@
 """The paper's settings train: every preset under the optimisers the papers and users run, the README's
-own loop as written, and every shipped DejaVu config for 30 steps at its own optimiser (issue 24)."""
+own loop as written, and every shipped DejaVu config for 30 steps at its own optimiser."""
 
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import CONFIGS, ROOT
 from torch import nn
 
 import dejavu
 from dejavu.data import SyntheticScenes
 from dejavu.losses import PRESETS
 from dejavu.tasks import Depth, MultiTask, Normals, Segmentation
+from dejavu.training.lightning_cli import compose_config
 
 OPTIMISERS = {  # the papers' and ours (supp. C; monodepth2; the synthetic and CamVid configs)
     "sgd_0.01": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
@@ -114,18 +115,17 @@ def test_every_preset_learns_whatever_trains_the_network(preset, optimiser, scen
 @pytest.mark.parametrize("optimiser", STABILITY)
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_a_crm_in_the_networks_optimiser_stays_stable(preset, optimiser, scenes, one_thread):
-    """The CRM's parameters in the network's own optimiser (how the README used to show it): CRM-R took
-    SGD 0.01 to NaN in 7 steps. Now no loss is non-finite and the held-out regeneration never ends
-    worse than the redacted input (a spectral CRM learns slowly under SGD: no better is allowed); the
-    loss stays within 10x its first steps' (batches differ by how many blocks they remove; a divergence
-    goes to 1e3x and beyond)."""
+    """The CRM's parameters in the network's own optimiser (one optimiser for both): no loss is non-finite,
+    the held-out regeneration never ends worse than the redacted input (a spectral CRM learns slowly under
+    SGD: no better is allowed), and the loss stays within 10x its first steps' (batches differ by how many
+    blocks they remove; a divergence goes to 1e3x and beyond)."""
     losses, before, after, _ = train(preset, optimiser, 0, scenes, crm_in_network_optimiser=True)
     assert len(losses) == STEPS and all(map(math.isfinite, losses)), losses[-3:]
     assert max(losses) < 10 * max(losses[:5]) and after <= 1.01 * before, (max(losses), after / before)
 
 
 def readme_loop() -> str:
-    text = (Path(__file__).parent.parent / "README.md").read_text()
+    text = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- snippet:own-loop -->\s*```python\n(.*?)```", text, re.S)
     assert block, "README.md lacks its own-loop snippet (<!-- snippet:own-loop -->)"
     return block.group(1)
@@ -198,9 +198,8 @@ def fake_layouts():
 
 
 def dejavu_configs():
-    from test_training import CONFIGS, resolved
 
-    return [c for c in CONFIGS if "dejavu" in resolved(c)["model"]]
+    return [c for c in CONFIGS if compose_config(c)["model"]["dejavu"]]
 
 
 @pytest.mark.slow
@@ -210,11 +209,9 @@ def test_every_shipped_dejavu_config_trains_30_steps(config, tmp_path):
     every loss term finite and none diverged (the run's DivergenceGuard stops it otherwise)."""
     import json
 
-    from test_training import resolved
-
     from dejavu.training.lightning_cli import DejaVuCLI
 
-    spec = resolved(config)
+    spec = compose_config(config)
     write, small = fake_layouts()[spec["data"]["dataset"]]
     if spec["model"]["task"]["name"] == "query_panoptic" and "--model.task.sigma" in small:  # no centre heatmap
         at = small.index("--model.task.sigma")

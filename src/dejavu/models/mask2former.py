@@ -204,7 +204,7 @@ def _load_by_suffix(module: nn.Module, state: dict[str, Tensor], source: str) ->
 @contextmanager
 def _quiet_about_backbones() -> Iterator[None]:
     """Without transformers' note that a timm backbone "may not be compatible with Mask2Former": it
-    is (tests/test_networks.py trains and exports one)."""
+    is (tests/models/test_networks.py trains and exports one)."""
     log = logging.getLogger("transformers.models.mask2former.configuration_mask2former")
     level = log.level
     log.setLevel(logging.ERROR)

@@ -25,6 +25,8 @@ class Task:
     monitor: tuple[str, str]
     query_based = False  # True: the network predicts per query (a QueryPrediction), not per pixel
     output_names: tuple[str, ...] = ("prediction",)  # the exported network's outputs (ONNX names)
+    # settings a config may leave to the dataset: num_classes, ignore_index, class_names, things
+    from_dataset: tuple[str, ...] = ()
 
     @property
     def subtasks(self) -> list[Task]:

@@ -38,6 +38,7 @@ class Segmentation(Task):
     """
 
     name, key, monitor = "semantic", "semantic", ("mIoU", "max")
+    from_dataset = ("num_classes", "ignore_index", "class_names")
 
     def __init__(self, num_classes: int, ignore_index: int = 255, hard_condition: bool = False,
                  class_names: list[str] | None = None) -> None:

@@ -156,6 +156,7 @@ class Panoptic(Task):
     """
 
     name, key, monitor = "panoptic", "semantic", ("PQ", "max")
+    from_dataset = ("num_classes", "ignore_index", "class_names", "things")
 
     def __init__(self, num_classes: int, things: Sequence[int], ignore_index: int = 255,
                  class_names: list[str] | None = None, sigma: float = 8.0, centre_weight: float = 10.0,

@@ -9,13 +9,18 @@ what DejaVu adds, and still runs on its own.
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import yaml
 from filelock import FileLock, Timeout
@@ -26,7 +31,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..arguments import matches
-from ..tasks import TASKS, Panoptic, Segmentation
+from ..tasks import TASKS
 from .callbacks import (
     AtomicCheckpointIO,
     LastCheckpoint,
@@ -168,7 +173,7 @@ class DejaVuCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # Lightning's own (private: it has no public hook for how a checkpoint's hyperparameters meet the
         # command line) lets the checkpoint's win over every setting. Ours, with LightningCLI's private
-        # `_parser(sub)` for the subcommand's defaults, is pinned by tests/test_training.py
+        # `_parser(sub)` for the subcommand's defaults, is pinned by tests/training/test_training.py
         # (test_an_evaluation_from_a_checkpoint_uses_the_views_it_is_given and the clashes test).
         # LightningCLI builds the network from the checkpoint's hyperparameters, so it always fits its
         # weights. A setting the config states that the checkpoint contradicts is an error: it would
@@ -362,26 +367,49 @@ def packaged_configs() -> list[tuple[str, str]]:
 
 
 def compose_config(path: str | Path) -> dict[str, Any]:
-    """A config as ``dejavu fit`` composes it from its file and its chain of ``base:`` files, without
-    building anything or applying command-line overrides: sections (``model``, ``data``, ``trainer``)
-    merge key by key, and a dict-valued option (``network``, ``task``, ``dejavu``) is one value that a
-    later file replaces whole.
+    """A config as ``dejavu fit`` composes it from its file and its chain of ``base:`` files, every default
+    filled in: parsed by the command's own parser (so it merges exactly as a run does), without building
+    anything or touching the random state. ``config`` and ``base`` (how it was composed) are left out.
 
     Raises:
-        SystemExit: as :func:`expand_bases`.
+        SystemExit: as :func:`expand_bases`, or a value the parser refuses.
     """
-    cfg: dict[str, Any] = {}
-    for file in expand_bases(["--config", str(path)])[1::2]:
-        cfg = _merged(cfg, _read_config(Path(file)))
-    cfg.pop("base", None)
-    return cfg
+    with _random_state_kept():
+        config = _Composer(args=["--config", str(path)], run=False).config.as_dict()
+    for key in ("config", "base"):
+        config.pop(key, None)
+    return config
 
 
-def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merged(out[k], v) if k in ("model", "data", "trainer") and isinstance(out.get(k), dict) else v
-    return out
+class _Composer(DejaVuCLI):
+    """The command's parse alone: LightningCLI's hooks before and at instantiation do nothing here."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Python's, numpy's and torch's random states as they were, and no "Seed set" line: LightningCLI seeds
+    them as it parses."""
+    states = random.getstate(), np.random.get_state(), os.environ.get("PL_GLOBAL_SEED")
+    log = logging.getLogger("lightning.fabric.utilities.seed")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        log.setLevel(level)
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    if states[2] is None:
+        os.environ.pop("PL_GLOBAL_SEED", None)
+    else:
+        os.environ["PL_GLOBAL_SEED"] = states[2]
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -428,16 +456,16 @@ def fill_class_counts(task: dict[str, Any], dataset: str | dict) -> None:
              "class_names": names}
     things = init_args.get("things", getattr(cls, "things", None))
     for spec in task.get("tasks") or [task]:
-        kind = TASKS.get(spec.get("name"))
-        if kind is None or not issubclass(kind, (Segmentation, Panoptic)):
+        fields = getattr(TASKS.get(spec.get("name")), "from_dataset", ())
+        if not fields:
             continue
-        if issubclass(kind, Panoptic) and things is not None:
+        if "things" in fields and things is not None:
             if spec.get("things") is None:
                 spec["things"] = list(things)
             elif sorted(spec["things"]) != sorted(things):  # PQ_th and PQ_st would split the classes wrongly
                 raise ValueError(f"model.task: things={list(spec['things'])}, but the {cls.__name__} dataset's thing "
                                  f"classes are {list(things)}; leave things out to take the dataset's")
-        for key, value in known.items():
+        for key, value in ((k, v) for k, v in known.items() if k in fields):
             given = spec.get(key)
             if given is None and value is not None:
                 spec[key] = value

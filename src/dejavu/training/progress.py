@@ -100,7 +100,7 @@ class RunModelSummary(ModelSummary):
     def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
                   model_size: float, total_training_modes: dict[str, int], total_flops: int, **kwargs: Any) -> None:
         # Lightning's table formatter is private, with no public way to leave a column out; the quiet-fit
-        # test (tests/test_training.py::test_fit_is_quiet_by_default) pins the table it prints
+        # test (tests/training/test_training.py::test_fit_is_quiet_by_default) pins the table it prints
         columns = [c for c in summary_data if c[0] != "FLOPs" or total_flops]
         table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
                                       total_flops, *columns)

@@ -49,7 +49,7 @@ def test_panoptic_quality_matches_a_hand_computed_example():
 
 
 def test_no_stuff_classes_means_no_stuff_group():
-    """With no stuff class, PQ_st used to read 0: a mean over no class."""
+    """With no stuff class there is no PQ_st (a mean over no class is not 0)."""
     t = torch.zeros(1, 4, 4, 2, dtype=torch.long)
     t[:, :2, :2] = torch.tensor([1, 1])
     m = PanopticMetrics(things=[0, 1], stuffs=[])

@@ -81,7 +81,7 @@ def test_encoder_weights_come_from_smp_and_the_hub(tmp_path, monkeypatch):
 
 
 def test_an_unreachable_hub_fails_fast(monkeypatch):
-    """Offline but not told so, an smp encoder name spent 54 s on the Hub client's retries before its error."""
+    """Offline but not told so, a Hub download fails at once (not after the Hub client's retries, 54 s)."""
     import socket
     import time
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import CONFIGS, ROOT, TESTS
 from safetensors.torch import load_file
 
 from dejavu.cli.compare import main as compare
@@ -147,8 +148,8 @@ def test_evaluating_through_the_saved_config_gives_the_runs_metrics(tmp_path):
 
 
 def test_a_run_reports_itself(tmp_path, capsys):
-    """fit ended on Lightning's "`max_epochs=1` reached": now a summary. The bar covers the whole run
-    ("epoch 3/3", 12 of 12 batches, not one epoch), and a log that is not a terminal gets plain lines."""
+    """fit ends on a summary of the run. The bar covers the whole run ("epoch 3/3", 12 of 12 batches, not
+    one epoch), and a log that is not a terminal gets plain lines."""
     cfg = write_config(tmp_path / "c.yaml", trainer__max_epochs=3, trainer__enable_progress_bar=True)
     bar = ["--trainer.callbacks+=dejavu.training.progress.RunProgressBar", "--trainer.callbacks.interactive=true"]
     dejavu("fit", "--config", str(cfg), "--run_dir", str(tmp_path / "bar"), *bar)
@@ -214,8 +215,7 @@ def test_fit_is_quiet_by_default(tmp_path):
 
 
 def test_files_follow_the_umask_and_test_asks_before_replacing_results(tmp_path):
-    """Checkpoints were written with mode 0600 whatever the umask; `dejavu test` replaced its results
-    without asking, unlike fit."""
+    """Checkpoints follow the umask, and `dejavu test`, like fit, asks before replacing its results."""
     run = tmp_path / "run"
     dejavu("fit", "--config", str(write_config(tmp_path / "c.yaml", dejavu=False)), "--run_dir", str(run))
     umask = os.umask(0)
@@ -232,9 +232,8 @@ def test_files_follow_the_umask_and_test_asks_before_replacing_results(tmp_path)
 
 
 def test_the_exported_weights_are_the_users_choice(tmp_path):
-    """metrics.json, model.safetensors, predict and export used the last epoch while `dejavu test` was shown
-    on best.ckpt. Now the run exports what --export_weights says (last by default), metrics.json's val is
-    that epoch's, and test_run evaluates the same checkpoint."""
+    """The run exports what --export_weights says (last by default): model.safetensors, metrics.json's val,
+    predict and export use that epoch, and test_run evaluates the same checkpoint."""
     cfg = write_config(tmp_path / "c.yaml", dejavu=False, trainer__max_epochs=3)
     run = tmp_path / "run"
     dejavu("fit", "--config", str(cfg), "--run_dir", str(run), "--export_weights", "best",
@@ -284,7 +283,7 @@ def test_shipped_configs_are_found_from_any_folder(tmp_path, monkeypatch, capsys
 def test_docs_point_inside_the_project():
     """The configs' comments and the README pointed at ../shared/... and PAPER_NOTES.md, outside the
     project, and at internal issue numbers."""
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     docs = sorted((root / "docs").glob("*.md"))
     for path in [root / "README.md", *docs, *sorted(packaged_config("").rglob("*.yaml"))]:
         text = path.read_text()
@@ -387,7 +386,7 @@ def test_a_diverging_run_stops_and_exports_nothing(tmp_path):
 
 @pytest.mark.parametrize("norm", [True, False], ids=["batch_norm", "norm_free"])
 def test_a_diverging_regenerator_is_stopped_where_it_starts(tmp_path, norm):
-    """Issue 24's reproduction inside `dejavu fit`: the paper's Cityscapes regenerator (random blocks
+    """A diverging regenerator inside `dejavu fit`: the paper's Cityscapes regenerator (random blocks
     b=32, CRM-R 20 steps) in the network's momentum SGD, at a learning rate above the CRM's stability
     limit. The run stops at the first steps, naming each term and what to change: with the paper's
     block (batch norm at every step) before any NaN; the norm-free steps (stable up to lr 15 here)
@@ -495,7 +494,7 @@ def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kill")
     cfg = write_config(tmp / "c.yaml", trainer__max_epochs=3, data__num_workers=1,
                        model__dejavu={**DEJAVU, "redaction": {"name": "random_blocks", "block_size": 8}})
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
 
     def fit(run: str, *extra: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "dejavu", "fit", "--config", str(cfg), "--run_dir", str(tmp / run),
@@ -509,10 +508,10 @@ def uninterrupted(tmp_path_factory):
 KILL_WINDOWS = {  # where the kill lands: a random training step, the last epoch's validation, the export
     "training": lambda: ["--trainer.callbacks+=helpers.KillAt",
                          f"--trainer.callbacks.step={int(torch.randint(4, 11, ()))}"],
-    # step 12 is the last epoch's last batch, where --last_every_n_steps 3 falls too: resuming from a state
-    # saved there used to skip the epoch's validation, exit 0 and write metrics.json with an empty "val"
+    # step 12 is the last epoch's last batch, where --last_every_n_steps 3 falls too: a resume from a state
+    # saved there still runs the epoch's validation and writes metrics.json with its "val"
     "validation": lambda: ["--trainer.callbacks+=helpers.KillInValidation", "--trainer.callbacks.step=12"],
-    # the third file of the results is model.json: a resume used to exit 0 without writing the rest
+    # the third file of the results is model.json: a resume writes the rest
     "export": lambda: ["--trainer.callbacks+=helpers.KillInExport", "--trainer.callbacks.write=3"],
 }
 
@@ -552,7 +551,7 @@ def test_a_run_folder_in_use_is_refused(tmp_path):
     it one died of TensorBoard's FileNotFoundError. The folder's lock refuses the second run by name, and a
     kill releases it."""
     cfg, run, marker = write_config(tmp_path / "c.yaml", dejavu=False), tmp_path / "run", tmp_path / "started"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
     first = subprocess.Popen([sys.executable, "-m", "dejavu", "fit", "--config", str(cfg), "--run_dir", str(run),
                               "--trainer.callbacks+=helpers.HoldAtStart", f"--trainer.callbacks.marker={marker}"],
                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -577,7 +576,7 @@ def test_a_run_folder_in_use_is_refused(tmp_path):
 def test_ddp_two_processes_on_cpu(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", data__train_length=32)
     run, probe = tmp_path / "run", tmp_path / "probe"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
     cmd = [sys.executable, "-m", "dejavu", "fit", "--config", str(cfg), "--run_dir", str(run),
            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
            "--trainer.callbacks+=helpers.DDPProbe", f"--trainer.callbacks.out={probe}"]
@@ -613,8 +612,8 @@ def test_compare_two_seeds(tmp_path):
 
 
 def test_compare_refuses_arms_it_could_not_compare(tmp_path):
-    """`-- --model.dejavu.gamma 2` turned the baseline arm into a DejaVu run still reported as the baseline;
-    two tasks' arms were compared by their task losses. Both are refused before any training."""
+    """An override that would make the baseline arm a DejaVu run (`-- --model.dejavu.gamma 2`), and arms of two
+    tasks (their losses are not comparable), are refused before any training."""
     a, b = write_config(tmp_path / "a.yaml", dejavu=False), write_config(tmp_path / "b.yaml")
     args = ["--config", str(a), "--config", str(b), "--seeds", "1", "--out", str(tmp_path / "cmp")]
     with pytest.raises(SystemExit, match=r"override --model.dejavu.gamma applies to every arm.*baseline .*a\.yaml"):
@@ -651,8 +650,7 @@ def test_paired_summary_by_hand():
     assert s["ci95_low"] == pytest.approx(1 - half) and s["ci95_high"] == pytest.approx(1 + half)
 
 
-CONFIGS = sorted(c for c in (Path(__file__).parent.parent / "configs").rglob("*.yaml") if c.name != "base.yaml")
-STUDY = sorted((Path(__file__).parent.parent / "benchmarks" / "study").rglob("*.yaml"))  # benchmarks/RESULTS.md
+STUDY = sorted((ROOT / "benchmarks" / "study").rglob("*.yaml"))  # benchmarks/RESULTS.md
 
 
 @pytest.mark.parametrize("text,message", [
@@ -695,7 +693,7 @@ def test_shipped_configs_build(config, tmp_path):
     if spec["network"].get("encoder_weights"):  # fetched online; here the encoder starts random
         args += ["--model.network.encoder_weights", "null"]
     cli = DejaVuCLI(args=args, run=False)
-    assert (cli.model.dejavu_loss is None) == ("dejavu" not in spec)
+    assert (cli.model.dejavu_loss is None) == (spec["dejavu"] is None)
     cli.model.net(torch.rand(2, 3, 64, 64))  # 2: a pyramid-pooling head normalises a 1x1 map over the batch
 
 
@@ -704,8 +702,7 @@ def test_each_dejavu_config_is_its_baseline_plus_dejavu():
         overlay = baseline.with_name(baseline.name.replace("baseline", "dejavu"))
         assert yaml.safe_load(overlay.read_text())["base"] == baseline.name
         a, b = resolved(baseline), resolved(overlay)
-        assert "dejavu" in b["model"] and "dejavu" not in a["model"]
-        b["model"].pop("dejavu")
+        assert b["model"].pop("dejavu") and a["model"].pop("dejavu") is None
         a.pop("run_dir"), b.pop("run_dir")
         assert a == b, baseline
 
@@ -715,7 +712,8 @@ def test_each_pretrained_crm_config_is_its_dejavu_config_plus_the_stored_crm():
         dejavu_cfg = post.with_name(yaml.safe_load(post.read_text())["base"])
         pre = resolved(post.with_name(post.name.replace("dejavu_pretrained_crm", "crm_pretrain")))
         a, b = resolved(dejavu_cfg), resolved(post)
-        assert pre["model"].pop("strategy") == {"name": "crm_pretraining"} and pre["model"] == a["model"]
+        assert pre["model"]["strategy"] == {"name": "crm_pretraining"} and a["model"]["strategy"] is None
+        assert {**pre["model"], "strategy": None} == a["model"]
         assert b["model"]["dejavu"].pop("regenerator_weights") == f"{pre['run_dir']}/crm.safetensors"
         a.pop("run_dir"), b.pop("run_dir")
         assert a == b, post
@@ -750,6 +748,22 @@ def test_a_composed_run_saves_a_config_that_stands_alone(tmp_path):
     assert cli.model.dejavu_loss is not None
 
 
+def test_composing_a_config_merges_as_the_command_does(tmp_path):
+    """compose_config is the command's own parse: model.optim merges key by key, a dict option is replaced whole,
+    and the random state is left as it was."""
+    write_config(tmp_path / "baseline.yaml", dejavu=False)
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"base": "baseline.yaml", "model": {
+        "optim": {"lr": 0.005}, "network": {"name": "unet", "width": 8, "depth": 2}}}))
+    state = torch.random.get_rng_state()
+    composed = compose_config(tmp_path / "child.yaml")["model"]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert (composed["optim"]["name"], composed["optim"]["lr"]) == ("adamw", 0.005)
+    assert composed["network"]["width"] == 8
+    cli = DejaVuCLI(args=["--config", str(tmp_path / "child.yaml"), "--run_dir", str(tmp_path / "r")], run=False)
+    assert (cli.model.optim.name, cli.model.optim.lr) == ("adamw", 0.005)
+    assert cli.model.hparams.network == composed["network"]
+
+
 def test_class_counts_come_from_the_dataset():
     task = {"name": "multitask", "tasks": [{"name": "segmentation"}, {"name": "depth"}]}
     fill_class_counts(task, "camvid")
@@ -765,7 +779,7 @@ def test_class_counts_come_from_the_dataset():
 
 
 def test_panoptic_things_that_contradict_the_dataset_are_refused():
-    """Accepted before: PQ_th and PQ_st then split the classes differently from the dataset."""
+    """Things that differ from the dataset's are refused: PQ_th and PQ_st would split the classes differently."""
     from dejavu.data import COCOPanoptic
 
     task = {"name": "panoptic"}

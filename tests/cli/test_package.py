@@ -3,9 +3,9 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 
 def test_import_pulls_in_no_training_framework():
@@ -17,7 +17,7 @@ def test_import_pulls_in_no_training_framework():
 
 def test_the_wheel_ships_every_data_file(tmp_path):
     """Configs and the tiny CLIP's config must be in the wheel, not only in an editable install."""
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     tree = tmp_path / "tree"  # a clean copy: a stale build/ folder would hide a missing file
     tree.mkdir()
     for name in ("pyproject.toml", "README.md", "src"):
@@ -50,7 +50,7 @@ def test_the_command_line_is_consistent():
 
 
 def test_a_users_mistake_prints_its_message_not_a_traceback(tmp_path):
-    """A missing input printed a 40-60-line traceback; the message alone now, the traceback with --debug."""
+    """A user's mistake prints its message alone; --debug adds the traceback."""
     args = ("predict", str(tmp_path), str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
     short = dejavu_command(*args)
     assert short.returncode == 1 and "Traceback" not in short.stderr
@@ -99,8 +99,8 @@ PARSER_ERRORS = [  # arguments, what the first line says
 
 @pytest.mark.parametrize("args,first", PARSER_ERRORS, ids=["mistyped", "abbreviated", "list value", "no config"])
 def test_a_parser_error_comes_first_in_a_few_lines(args, first):
-    """The parser printed 86-93 lines of usage with the error on the last; the error is the first line now,
-    at most 10 lines in all; an abbreviated option is refused (it would match two options once one is added)."""
+    """A parser error is the first line, at most 10 lines in all; an abbreviated option is refused (it would
+    match two options once one is added)."""
     config = () if args[0] == "--config" else ("--config", "synthetic/segmentation_baseline.yaml")
     result = dejavu_command("fit", *config, *args)
     lines = result.stderr.strip().splitlines()
@@ -125,7 +125,7 @@ def test_configs_lists_those_whose_name_holds_the_words(capsys):
 
 
 def test_lightnings_refusal_names_the_option(tmp_path):
-    """A negative --trainer.max_epochs was Lightning's MisconfigurationException in a 40-line traceback."""
+    """Lightning's refusal of a setting (a negative --trainer.max_epochs) is one short message naming the option."""
     result = dejavu_command("fit", "--config", "synthetic/segmentation_baseline.yaml", "--trainer.max_epochs", "-3",
                             "--run_dir", str(tmp_path / "r"))
     assert result.returncode == 1 and "Traceback" not in result.stderr

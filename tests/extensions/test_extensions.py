@@ -1,9 +1,9 @@
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 from torch import nn
 
 from dejavu import DejaVuLoss, DejaVuOutput
@@ -141,7 +141,7 @@ def _fit(config: str, run_dir, *extra: str) -> dict:
 
     from dejavu.training.lightning_cli import DejaVuCLI
 
-    path = Path(__file__).parent.parent / "configs" / "extensions" / config
+    path = ROOT / "configs" / "extensions" / config
     DejaVuCLI(args=["fit", "--config", str(path), "--run_dir", str(run_dir),
                     "--data.size", "[32, 32]", "--data.train_length", "16", "--data.val_length", "8",
                     "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", *extra])
@@ -202,7 +202,7 @@ def test_shared_attention_inference_runs_only_the_prediction_path():
         assert calls == []
         torch.testing.assert_close(enhanced, sa.forward_train(x)[0])
     assert calls == ["D_r"]
-    # model_cost no longer counts D_r: two 3x3 convolutions at full resolution
+    # model_cost leaves out D_r (two 3x3 convolutions at full resolution), which inference does not run
     d_r = sum(2 * m.weight.numel() * 64 * 64 for m in sa.decode_image if isinstance(m, nn.Conv2d))
     full = model_cost(sa, (64, 64))["flops"]
     sa.forward = lambda image: sa.forward_train(image)[0]

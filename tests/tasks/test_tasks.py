@@ -52,7 +52,8 @@ def test_segmentation_loss_ignores_the_ignore_label():
 
 
 def test_an_all_ignored_segmentation_batch_has_zero_loss_not_nan():
-    """It used to be NaN (cross-entropy's mean over no pixel); otherwise the mean over labelled pixels."""
+    """A batch with no labelled pixel has loss 0 (not cross-entropy's NaN mean over no pixel); otherwise the
+    loss is the mean over labelled pixels."""
     task = Segmentation(4)
     raw = torch.randn(2, 4, 8, 8, requires_grad=True)
     labels = torch.randint(0, 4, (2, 8, 8))
@@ -64,7 +65,7 @@ def test_an_all_ignored_segmentation_batch_has_zero_loss_not_nan():
 
 
 def test_normal_targets_count_as_unit_vectors():
-    """A target of length 2 used to give cos up to 2 (a negative loss); now it is the same direction."""
+    """A target is its direction: length 2 counts as length 1, so cos stays at most 1 and the loss at least 0."""
     task = Normals()
     raw = torch.randn(2, 3, 8, 8)
     unit = torch.nn.functional.normalize(torch.randn(2, 3, 8, 8), dim=1)
@@ -262,7 +263,7 @@ def test_synthetic_video_poses_and_the_selfsup_loss():
 
 
 def test_figures_carry_a_legend_of_the_classes():
-    """figure.png showed class colours without saying which class each was."""
+    """figure.png names the class of each colour, where the task names its classes."""
     from dejavu.training.figures import legend_handles
 
     seg = Segmentation(3, class_names=["road", "car", "sky"])

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from PIL import Image
 
 from dejavu.data import ADE20K, Cityscapes, COCOPanoptic, ImageFolder, KITTIDepth, NYUDv2, distinct_palette
@@ -61,7 +62,7 @@ def test_cityscapes_errors(tmp_path):
     grey(label, np.full((8, 12), 7, np.uint16) * 100)  # 16-bit ids above 255
     with pytest.raises(ValueError, match=r"lindau_000000_000010_gtFine_labelIds\.png has id 700"):
         Cityscapes(tmp_path, "val")[0]
-    # an id the official encoding never writes used to become "ignore" without a word
+    # an id the official encoding never writes is named, not read as "ignore"
     grey(label, np.full((8, 12), 40, np.uint8))
     with pytest.raises(ValueError, match=r"labelIds\.png has id 40, which the dataset's official encoding never"):
         Cityscapes(tmp_path, "val")[0]
@@ -152,7 +153,7 @@ def test_coco_panoptic_decodes_segments_into_classes_and_instances(tmp_path):
 
 
 def test_coco_panoptic_names_a_category_its_json_does_not_list(tmp_path):
-    """It was a bare KeyError."""
+    """A segment whose category the JSON does not list is named, with the JSON, not a bare KeyError."""
     import json
 
     write_coco(tmp_path)
@@ -311,8 +312,8 @@ def test_kitti_reads_sparse_uint16_depth(tmp_path):
     (lambda d: np.save(d / "depth" / "0.npy", np.ones((5, 8, 1), np.float32)), r"differ in size: .*depth.*5x8"),
 ])
 def test_nyud_names_labels_it_would_have_changed(tmp_path, change, message):
-    """A label 2.5 was truncated to 2, -3 became "ignore" (MTAN writes -1 alone), the error quoted the
-    remapped value, and a sample's arrays could differ in size."""
+    """A fractional label, a negative label other than MTAN's -1 (ignore), and arrays of different sizes in
+    one sample are each refused, the error quoting the label as stored."""
     write_nyud(tmp_path, n=1)
     change(tmp_path / "val")
     with pytest.raises(ValueError, match=message):
@@ -392,13 +393,12 @@ RECIPES = {  # config, fake layout, what makes a 2-step CPU run of it small
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_paper_recipes_run_on_fake_layouts(recipe, tmp_path):
-    from pathlib import Path
 
     from dejavu.training.lightning_cli import DejaVuCLI
 
     write, small = RECIPES[recipe]
     write(tmp_path / "data")
-    config = Path(__file__).parent.parent / "configs" / recipe
+    config = ROOT / "configs" / recipe
     network = yaml_network(config)
     offline = ["--model.dejavu.lpips_weights", "random"]  # the recipe's LPIPS term, with a random backbone
     if "encoder_weights" in network:  # the recipe's encoder, without its ImageNet weights
@@ -415,7 +415,6 @@ def test_paper_recipes_run_on_fake_layouts(recipe, tmp_path):
 
 
 def yaml_network(config) -> dict:
-    from pathlib import Path
 
     import yaml
 
@@ -535,7 +534,7 @@ def test_partial_labels_need_a_multitask_run(tmp_path):
     run does not train: refused, naming the task and the alternative."""
     from dejavu.training.lightning_cli import DejaVuCLI
 
-    config = Path(__file__).parent.parent / "configs" / "synthetic" / "multitask_one_label_baseline.yaml"
+    config = ROOT / "configs" / "synthetic" / "multitask_one_label_baseline.yaml"
     args = ["--config", str(config), "--run_dir", str(tmp_path / "r"),
             "--model.task", '{"name": "segmentation"}']
     with pytest.raises(SystemExit, match=r"partial_labels 'one' .*single task 'segmentation'.*label_fraction"):
@@ -631,7 +630,7 @@ def test_the_docs_trial_run_smoke_tests_a_paper_recipe_offline(tmp_path, monkeyp
     from dejavu.cli import main
     from dejavu.training.lightning_cli import DejaVuCLI
 
-    docs = (Path(__file__).parent.parent / "docs" / "training.md").read_text()
+    docs = (ROOT / "docs" / "training.md").read_text()
     block = re.search(r"## A short trial run.*?```bash\n(.*?)```", docs, re.S).group(1)
     args = shlex.split(block.replace("\\\n", " "))[1:]
     main(["fake-data", "cityscapes", str(tmp_path / "cs"), "--images", "2"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import ROOT
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -89,7 +90,7 @@ def test_a_run_loads_as_a_module_in_one_line(run):
     weights = load_file(str(run / "run" / "model.safetensors"))
     assert all(torch.equal(v, weights[k]) for k, v in net.state_dict().items())
     assert net(torch.rand(1, 3, 32, 32)).shape == (1, 6 + 1 + 3, 32, 32)
-    docs = (Path(__file__).parent.parent / "docs" / "training.md").read_text()
+    docs = (ROOT / "docs" / "training.md").read_text()
     assert 'load_model("runs/' in docs and "input `image`" in docs and "output `prediction`" in docs
 
 
@@ -172,7 +173,7 @@ def test_parameter_groups_and_warm_up():
 
 
 def test_predict_refuses_batch_sizes_and_sizes_that_write_nothing(run, tmp_path, capsys):
-    """--batch-size -1 used to print "wrote 3 files" and write none; 0 failed inside range()."""
+    """A --batch-size below 1 is refused by name before anything is read or written."""
     for bad in ("-1", "0"):
         with pytest.raises(SystemExit):
             dejavu(["predict", str(run / "run"), str(run / "images"), "--out", str(tmp_path / "o"),
@@ -187,7 +188,8 @@ def test_predict_refuses_batch_sizes_and_sizes_that_write_nothing(run, tmp_path,
 
 
 def test_predict_reads_every_photo_format_upright(run, tmp_path):
-    """.bmp/.tif/.webp were skipped without a word, and EXIF orientation ignored (phone photos sideways)."""
+    """Every photo format Pillow reads (.bmp, .tif, .webp beside PNG and JPEG) is predicted, upright as its EXIF
+    orientation says."""
     folder = tmp_path / "photos"
     folder.mkdir()
     rgb = (np.random.default_rng(0).random((20, 36, 3)) * 255).astype(np.uint8)
@@ -204,7 +206,7 @@ def test_predict_reads_every_photo_format_upright(run, tmp_path):
 
 
 def test_a_killed_predict_or_export_leaves_no_partial_file_under_its_name(run, tmp_path, monkeypatch):
-    """A kill while writing used to leave 0-byte or truncated files under their final names."""
+    """A kill while writing leaves no 0-byte or truncated file under a final name."""
     def killed(self, fp, *args, **kwargs):
         Path(fp).write_bytes(b"\x89PNG half")
         raise KeyboardInterrupt
@@ -283,8 +285,8 @@ def test_export_refuses_outputs_and_sizes_that_would_go_wrong(run, tmp_path, cap
 
 
 def test_predict_batches_images_of_their_own_size(run, tmp_path, monkeypatch):
-    """--batch-size was ignored when the run evaluated at native size: one forward pass per image. Now the
-    images of one size in a batch run together, and the files are the same as one at a time."""
+    """At native size, the images of one size in a batch run together (--batch-size holds), and the files are
+    the same as one at a time."""
     meta = json.loads((run / "run" / "model.json").read_text())
     native = {**meta, "input_size": None}
     monkeypatch.setattr(deploy, "load_run", lambda path: (*load_run(path)[:2], native))
