@@ -29,10 +29,14 @@ THINGS = list(range(3, 83))  # COCO's 80 things, the scenes' 3 among them
 NETWORKS = {  # name: (network, task, DejaVu setting of its config)
     "unet (synthetic)": ({"name": "unet", "width": 16, "depth": 3}, {"name": "segmentation", "num_classes": 6},
                          SYNTHETIC),
-    "smp:FPN hrnet_w18 (cityscapes)": ({"name": "smp:FPN", "encoder": "tu-hrnet_w18"},
+    "hrnetv2 hrnet_w18 (cityscapes)": ({"name": "hrnetv2", "encoder": "tu-hrnet_w18"},
                                        {"name": "segmentation", "num_classes": 19}, CITYSCAPES),
+    "hrnetv2 hrnet_w48 (cityscapes, W48)": ({"name": "hrnetv2", "encoder": "tu-hrnet_w48"},
+                                            {"name": "segmentation", "num_classes": 19}, CITYSCAPES),
     "ocr hrnet_w18 (cityscapes, OCR)": ({"name": "ocr", "encoder": "tu-hrnet_w18"},
                                         {"name": "segmentation", "num_classes": 19}, CITYSCAPES),
+    "ocr hrnet_w48 (cityscapes, OCR W48)": ({"name": "ocr", "encoder": "tu-hrnet_w48"},
+                                            {"name": "segmentation", "num_classes": 19}, CITYSCAPES),
     "smp:UPerNet convnext_tiny (ade20k)": ({"name": "smp:UPerNet", "encoder": "tu-convnext_tiny"},
                                            {"name": "segmentation", "num_classes": 150}, CITYSCAPES),
     "smp:FPN poolformer_m48 (ade20k, PoolFormer)": ({"name": "smp:FPN", "encoder": "tu-poolformer_m48"},
@@ -42,6 +46,12 @@ NETWORKS = {  # name: (network, task, DejaVu setting of its config)
     "mask2former swin_tiny (coco, Mask2Former)": ({"name": "mask2former", "backbone": "swin_tiny"},
                                                   {"name": "query_panoptic", "num_classes": 133, "things": THINGS},
                                                   COCO),
+    "mask2former swin_large (ade20k semantic, Mask2Former)": ({"name": "mask2former", "backbone": "swin_large"},
+                                                              {"name": "query_semantic", "num_classes": 150},
+                                                              CITYSCAPES),
+    "mask2former swin_large (coco, Swin-L)": ({"name": "mask2former", "backbone": "swin_large", "num_queries": 200},
+                                              {"name": "query_panoptic", "num_classes": 133, "things": THINGS},
+                                              COCO),
 }
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 import dejavu
 from dejavu.data import SyntheticScenes
+from dejavu.data.fake import write_fake
 from dejavu.losses import PRESETS
 from dejavu.tasks import Depth, MultiTask, Normals, Segmentation
 from dejavu.training.lightning_cli import compose_config
@@ -172,28 +173,22 @@ def test_the_readme_loop_is_stable_with_lpips(tmp_path, monkeypatch, scenes, one
 
 
 # ------------------------------------------------------------------------ shipped configs, 30 steps
-def write_camvid(root):
-    from test_datasets import grey, rgb
-
-    for split in ("train", "val"):
-        for n in range(2):
-            rgb(root / split / f"0001TP_00{n}.png")
-            grey(root / f"{split}annot" / f"0001TP_00{n}.png", (torch.arange(96).reshape(8, 12) % 12).byte().numpy())
-
-
 def fake_layouts():
-    from test_datasets import write_ade20k, write_cityscapes, write_coco, write_kitti, write_kitti_raw, write_nyud
+    """Per dataset: a writer of its fake copy in the official layout (dejavu.data.fake), and what keeps
+    30 CPU steps small."""
+    def fake(name: str, size: tuple[int, int]):
+        return lambda root: write_fake(name, root, images=4, size=size)
 
-    return {  # dataset: (writer of its fake layout, what keeps 30 CPU steps small)
+    return {
         "synthetic": (None, ["--data.size", "[32, 32]", "--data.train_length", "8", "--data.val_length", "2"]),
         "synthetic_video": (None, ["--data.size", "[32, 32]", "--data.train_length", "8", "--data.val_length", "2"]),
-        "camvid": (write_camvid, ["--data.size", "[32, 48]"]),
-        "cityscapes": (write_cityscapes, ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]),
-        "ade20k": (write_ade20k, ["--data.size", "[64, 64]"]),
-        "coco_panoptic": (write_coco, ["--data.size", "[32, 32]", "--model.task.sigma", "2"]),
-        "nyud": (write_nyud, ["--data.size", "[32, 64]"]),
-        "kitti": (write_kitti, ["--data.size", "[32, 64]", "--data.eval_size", "[32, 96]"]),
-        "kitti_raw": (write_kitti_raw, ["--data.size", "[32, 64]", "--data.batch_size", "1"]),
+        "camvid": (fake("camvid", (32, 48)), ["--data.size", "[32, 48]"]),
+        "cityscapes": (fake("cityscapes", (64, 128)), ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]),
+        "ade20k": (fake("ade20k", (64, 64)), ["--data.size", "[64, 64]"]),
+        "coco_panoptic": (fake("coco_panoptic", (32, 32)), ["--data.size", "[32, 32]", "--model.task.sigma", "2"]),
+        "nyud": (fake("nyud", (32, 64)), ["--data.size", "[32, 64]"]),
+        "kitti": (fake("kitti", (32, 96)), ["--data.size", "[32, 64]", "--data.eval_size", "[32, 96]"]),
+        "kitti_raw": (fake("kitti", (32, 96)), ["--data.size", "[32, 64]", "--data.batch_size", "1"]),
     }
 
 

@@ -1,6 +1,6 @@
-"""The papers' networks: HRNet-OCR, PoolFormer-M48 with a semantic FPN, and Mask2Former (a query-based
-panoptic network, through Hugging Face transformers) build, train with and without DejaVu, export,
-and Mask2Former's panoptic inference scores what it should."""
+"""The papers' networks: HRNetV2 and HRNet-OCR (W18 and W48), PoolFormer-M48 with a semantic FPN, and
+Mask2Former (a query-based panoptic or semantic network, through Hugging Face transformers) build, train
+with and without DejaVu, export, and Mask2Former's inference scores what it should."""
 
 import json
 
@@ -11,7 +11,7 @@ import yaml
 from dejavu.cli.deploy import export
 from dejavu.models import QueryPrediction, create_model
 from dejavu.models.ocr import object_regions
-from dejavu.tasks import QueryPanoptic, create_task
+from dejavu.tasks import QueryPanoptic, QuerySemantic, create_task
 from dejavu.training.lightning_cli import DejaVuCLI
 from dejavu.training.module import DejaVuModule
 from dejavu.training.optim import parameter_groups
@@ -20,6 +20,7 @@ TINY_M2F = {"name": "mask2former", "backbone": "test_resnet", "num_queries": 8, 
             "mask_feature_size": 32, "encoder_feedforward_dim": 64, "encoder_layers": 1, "decoder_layers": 3,
             "dim_feedforward": 64, "num_attention_heads": 4}
 TINY_OCR = {"name": "ocr", "encoder": "tu-hrnet_w18_small", "mid_channels": 32, "key_channels": 16}
+TINY_HRNET = {"name": "hrnetv2", "encoder": "tu-hrnet_w18_small"}
 POOLFORMER = {"name": "smp:FPN", "encoder": "tu-poolformer_m48"}  # the paper's size: 74.7 M parameters
 DEJAVU = {"redaction": {"name": "checkerboard", "block_size": 8}, "regenerator": "forward",
           "regenerator_kwargs": {"stages": 2, "width": 8}, "lpips_weight": 0.0}
@@ -68,6 +69,29 @@ def test_the_soft_region_loss_is_trained_at_its_weight():
     loss = module.training_step(batch, 0)
     main, deep = (float(logged[f"train/{k}"].detach()) for k in ("task_loss", "deep_supervision"))
     assert deep > 0 and float(loss.detach()) == pytest.approx(main + deep, rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------- HRNetV2
+@pytest.mark.parametrize("name,encoder,millions", [("hrnetv2", "tu-hrnet_w48", 65.9), ("ocr", "tu-hrnet_w48", 70.3)])
+def test_hrnet48_networks_are_their_papers_size(name, encoder, millions):
+    """HRNetV2-W48 65.9 M parameters (Wang et al., TPAMI 2020), HRNetV2-W48 + OCR 70.3 M (Yuan et al.)."""
+    net = create_model(name, 19, encoder=encoder)
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(millions * 1e6, rel=0.01)
+
+
+def test_hrnetv2_classifies_the_four_branches_concatenated():
+    net = create_model("hrnetv2", 19)  # the paper's HRNet18
+    assert sum(net.encoder.out_channels[-4:]) == 18 + 36 + 72 + 144
+    head = [m for m in net.head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in head] == [(270, 270, (1, 1)), (270, 19, (1, 1))]
+    small = create_model("hrnetv2", 5, encoder="tu-hrnet_w18_small")
+    assert small(torch.rand(2, 3, 50, 70)).shape == (2, 5, 50, 70)  # any size: padded to 32, cropped back
+
+
+@pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
+def test_hrnetv2_trains_two_steps_with_and_without_dejavu(tmp_path, dejavu):
+    metrics = fit_two_steps(tmp_path, TINY_HRNET, {"name": "segmentation"}, dejavu)
+    assert metrics["steps"] == 2 and metrics["dejavu"] == dejavu and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
 
 
 # ---------------------------------------------------------------------------- Mask2Former's task
@@ -234,6 +258,37 @@ def test_swin_tiny_mask2former_is_the_papers_size():
     assert 47.0e6 < sum(p.numel() for p in net.parameters()) < 47.6e6  # Mask2Former's paper: 47M
 
 
+# ---------------------------------------------------------------- Mask2Former, semantic segmentation
+def test_query_semantic_segments_are_the_classes_present_and_its_condition_a_distribution():
+    task = QuerySemantic(num_classes=4)
+    labels = torch.tensor([[[0, 0, 2, 255], [0, 2, 2, 255]]])
+    masks, classes = task.segments({"semantic": labels})
+    assert classes[0].tolist() == [0, 2] and masks[0].sum((1, 2)).tolist() == [3, 3]
+    pred = QueryPrediction(torch.randn(1, 6, 5), torch.randn(1, 6, 8, 8))
+    condition = task.condition(task.render(pred))
+    assert condition.shape == (1, 4, 8, 8) and torch.allclose(condition.sum(1), torch.ones(1, 8, 8))
+    assert task.predicted_map(pred, (16, 16)).shape == (1, 16, 16)
+
+
+def test_a_perfect_query_semantic_prediction_scores_miou_1():
+    task = QuerySemantic(num_classes=3)
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[:, :, 4:] = 2
+    masks = torch.stack([(labels[0] == c).float() * 40 - 20 for c in (0, 2)])[None]  # one query per class present
+    classes = torch.full((1, 2, 4), -20.0)
+    classes[0, 0, 0] = classes[0, 1, 2] = 20.0
+    metrics = task.metrics()
+    task.update_metrics(metrics, QueryPrediction(classes, masks), {"semantic": labels})
+    assert float(metrics.compute()["pixel_acc"]) == 1.0
+
+
+@pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
+def test_mask2former_trains_semantic_segmentation_two_steps_with_and_without_dejavu(tmp_path, dejavu):
+    metrics = fit_two_steps(tmp_path, TINY_M2F, {"name": "query_semantic", "train_num_points": 256}, dejavu)
+    val = metrics["last"]["val"]
+    assert metrics["steps"] == 2 and 0 <= val["val/mIoU"] <= 1 and ("val/reliance" in val) == dejavu
+
+
 # ------------------------------------------------------------------- trained through `dejavu fit`
 @pytest.mark.slow
 @pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
@@ -278,3 +333,11 @@ def test_poolformer_m48_fpn_trains_without_dejavu_and_exports_to_onnx(tmp_path):
     assert metrics["steps"] == 2 and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
     path, difference = export(tmp_path / "run", "onnx")
     assert path.is_file() and difference < 1e-3
+
+
+@pytest.mark.slow
+def test_hrnetv2_trains_without_dejavu_and_exports_to_onnx(tmp_path):
+    metrics = fit_two_steps(tmp_path, TINY_HRNET, {"name": "segmentation"}, dejavu=False)
+    assert metrics["steps"] == 2
+    path, difference = export(tmp_path / "run", "onnx")
+    assert path.is_file() and difference < 1e-4

@@ -20,14 +20,15 @@ from torch import nn
 
 from ..arguments import matches
 from ..weights import from_hub, mismatch, read_file, read_tensors
+from .hrnet import HRNetV2
 from .mask2former import Mask2Former, QueryPrediction, build_mask2former
 from .ocr import OCR
 from .segnet_mtl import SegNetMTL
 from .shared_attention import SharedAttention
 from .unet import UNet
 
-__all__ = ["MODELS", "OCR", "Mask2Former", "QueryPrediction", "SegNetMTL", "SharedAttention", "UNet", "create_model",
-           "load_encoder_weights", "load_weights", "model_cost", "register_model"]
+__all__ = ["MODELS", "OCR", "HRNetV2", "Mask2Former", "QueryPrediction", "SegNetMTL", "SharedAttention", "UNet",
+           "create_model", "load_encoder_weights", "load_weights", "model_cost", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -96,16 +97,32 @@ def _smp(arch: str, out_channels: int | Sequence[int], encoder: str = "resnet18"
 def _ocr(out_channels: int | Sequence[int], encoder: str = "tu-hrnet_w18", encoder_weights: str | Path | None = None,
          offline: bool | None = None, **kwargs) -> nn.Module:
     """HRNet-OCR's head (:class:`~dejavu.models.ocr.OCR`) on any segmentation_models_pytorch encoder."""
+    return _on_hrnet_branches(lambda enc: OCR(enc, _total(out_channels), **kwargs), "ocr", encoder, encoder_weights,
+                              offline)
+
+
+@register_model("hrnetv2")
+def _hrnetv2(out_channels: int | Sequence[int], encoder: str = "tu-hrnet_w18",
+             encoder_weights: str | Path | None = None, offline: bool | None = None) -> nn.Module:
+    """HRNetV2 (:class:`~dejavu.models.hrnet.HRNetV2`): HRNet's branches through its own segmentation head;
+    ``encoder="tu-hrnet_w48"`` for HRNet48."""
+    return _on_hrnet_branches(lambda enc: HRNetV2(enc, _total(out_channels)), "hrnetv2", encoder, encoder_weights,
+                              offline)
+
+
+def _on_hrnet_branches(head: Callable[[nn.Module], nn.Module], name: str, encoder: str,
+                       encoder_weights: str | Path | None, offline: bool | None) -> nn.Module:
+    """``head(encoder)`` on a segmentation_models_pytorch encoder; timm's HRNet with its branches as they
+    are. timm gives them widened (128...1024 channels) unless asked: HRNetV2's representation, which its
+    head and OCR read, is the branches themselves (18 + 36 + 72 + 144 channels for W18)."""
     import segmentation_models_pytorch as smp
 
-    # timm's HRNet gives its branches widened (128...1024 channels) unless asked for them as they are:
-    # HRNetV2's representation, which OCR reads, is the branches themselves (18 + 36 + 72 + 144 for W18)
     raw_branches = {"feature_location": ""} if encoder.startswith("tu-hrnet") else {}
 
     def build(weights: str | None) -> nn.Module:
-        return OCR(smp.encoders.get_encoder(encoder, weights=weights, **raw_branches), _total(out_channels), **kwargs)
+        return head(smp.encoders.get_encoder(encoder, weights=weights, **raw_branches))
 
-    return _with_encoder_weights(build, f"create_model('ocr', encoder={encoder!r})", encoder, encoder_weights,
+    return _with_encoder_weights(build, f"create_model({name!r}, encoder={encoder!r})", encoder, encoder_weights,
                                  offline)
 
 

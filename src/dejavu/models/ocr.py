@@ -13,12 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .hrnet import conv_bn_relu, hrnet_representation, padded_to_stride
+
 __all__ = ["OCR", "ObjectContext", "object_regions"]
-
-
-def conv_bn_relu(cin: int, cout: int, kernel: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
 
 
 def object_regions(features: Tensor, soft_regions: Tensor) -> Tensor:
@@ -92,17 +89,10 @@ class OCR(nn.Module):
         self.head = nn.Conv2d(mid_channels, out_channels, 1)
         self.aux_weight = aux_weight
 
-    def features(self, x: Tensor) -> Tensor:
-        maps = self.encoder(x)[-4:]
-        size = maps[0].shape[-2:]
-        return torch.cat([maps[0], *(F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                                     for m in maps[1:])], 1)
-
     def forward(self, x: Tensor, auxiliary: bool = False) -> Tensor | tuple[Tensor, list[tuple[float, Tensor]]]:
         h, w = x.shape[-2:]
-        stride = self.encoder.output_stride  # HRNet's branches fuse only at sides divisible by it
-        x = F.pad(x, (0, -w % stride, 0, -h % stride), mode="replicate")
-        features = self.features(x)
+        x = padded_to_stride(x, self.encoder.output_stride)
+        features = hrnet_representation(self.encoder(x))
         regions = self.soft_regions(features)
         pixels = self.pixels(features)
         logits = self.head(self.context(pixels, object_regions(pixels, regions)))

@@ -29,9 +29,10 @@ from .metrics import AngleMetrics, DepthMetrics, PanopticMetrics
 from .panoptic import Panoptic
 from .pretext import Denoising, MaskedModeling
 from .query_panoptic import QueryPanoptic
+from .query_semantic import QuerySemantic
 from .registry import TASKS, create_task, register_task
 from .selfsup import SelfSupervisedDepth
 
 __all__ = ["TASKS", "AngleMetrics", "Denoising", "Depth", "DepthMetrics", "MaskedModeling", "MultiTask", "Normals",
-           "Panoptic", "PanopticMetrics", "QueryPanoptic", "Segmentation", "SelfSupervisedDepth", "Task", "create_task",
-           "register_task"]
+           "Panoptic", "PanopticMetrics", "QueryPanoptic", "QuerySemantic", "Segmentation", "SelfSupervisedDepth",
+           "Task", "create_task", "register_task"]

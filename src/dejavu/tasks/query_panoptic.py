@@ -26,7 +26,7 @@ from .metrics import PanopticMetrics
 from .panoptic import Panoptic
 from .registry import register_task
 
-__all__ = ["QueryPanoptic", "render_semantic", "segment_edges"]
+__all__ = ["QueryPanoptic", "mask2former_criterion", "render_semantic", "segment_edges"]
 
 
 def render_semantic(pred: QueryPrediction) -> Tensor:
@@ -61,6 +61,24 @@ def segment_edges(assignment: Tensor) -> Tensor:
     right = (assignment * padded[..., :-1, 1:]).sum(1, keepdim=True)
     down = (assignment * padded[..., 1:, :-1]).sum(1, keepdim=True)
     return 1 - (right + down) / 2
+
+
+def mask2former_criterion(num_classes: int, weights: dict[str, float], settings: dict[str, float],
+                          device: torch.device):
+    """``transformers``' ``Mask2FormerLoss`` for ``num_classes`` with these loss ``weights`` and
+    ``settings`` (no-object weight, sampled points...), on ``device``; one per setting, built once."""
+    return _criterion(num_classes, tuple(sorted(weights.items())), tuple(sorted(settings.items()))).to(device)
+
+
+@functools.cache
+def _criterion(num_classes: int, weights: tuple, settings: tuple):
+    try:
+        from transformers import Mask2FormerConfig
+        from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
+    except ImportError:
+        raise ImportError("the query-based tasks need Hugging Face transformers: "
+                          "pip install 'dejavu-dense[mask2former]'") from None
+    return Mask2FormerLoss(Mask2FormerConfig(num_labels=num_classes, **dict(settings)), dict(weights))
 
 
 @functools.cache
@@ -118,7 +136,6 @@ class QueryPanoptic(Panoptic):
         self.loss_settings = {"no_object_weight": no_object_weight, "train_num_points": train_num_points,
                               "oversample_ratio": oversample_ratio, "importance_sample_ratio": importance_sample_ratio}
         self.threshold, self.mask_threshold, self.overlap_threshold = threshold, mask_threshold, overlap_threshold
-        self._criterion = None
 
     @property
     def condition_channels(self) -> int:
@@ -134,16 +151,7 @@ class QueryPanoptic(Panoptic):
 
     def criterion(self, device: torch.device):
         """``transformers``' ``Mask2FormerLoss`` with this task's settings, on ``device``."""
-        if self._criterion is None:
-            try:
-                from transformers import Mask2FormerConfig
-                from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
-            except ImportError:
-                raise ImportError("the query_panoptic task needs Hugging Face transformers: "
-                                  "pip install 'dejavu-dense[mask2former]'") from None
-            config = Mask2FormerConfig(num_labels=self.num_classes, **self.loss_settings)
-            self._criterion = Mask2FormerLoss(config, self.weights)
-        return self._criterion.to(device)
+        return mask2former_criterion(self.num_classes, self.weights, self.loss_settings, device)
 
     def segments(self, target: Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per image, the ground truth's segments as masks ``(S, H, W)`` (float) and their classes ``(S,)``."""
