@@ -26,7 +26,7 @@ from .metrics import PanopticMetrics
 from .panoptic import Panoptic
 from .registry import register_task
 
-__all__ = ["QueryPanoptic", "mask2former_criterion", "render_semantic", "segment_edges"]
+__all__ = ["QueryPanoptic", "check_query_prediction", "mask2former_criterion", "render_semantic", "segment_edges"]
 
 
 def render_semantic(pred: QueryPrediction) -> Tensor:
@@ -79,6 +79,17 @@ def _criterion(num_classes: int, weights: tuple, settings: tuple):
         raise ImportError("the query-based tasks need Hugging Face transformers: "
                           "pip install 'dejavu-dense[mask2former]'") from None
     return Mask2FormerLoss(Mask2FormerConfig(num_labels=num_classes, **dict(settings)), dict(weights))
+
+
+def check_query_prediction(raw: object, num_classes: int, owner: str, task: str) -> None:
+    """Raise a ``ValueError`` unless ``raw`` is a :class:`QueryPrediction` of ``num_classes`` + 1 ("no
+    object") classes, naming the network a query-based ``task`` goes with."""
+    if not isinstance(raw, QueryPrediction) or raw.class_logits.shape[-1] != num_classes + 1:
+        got = (f"class logits of shape {tuple(raw.class_logits.shape)}" if isinstance(raw, QueryPrediction)
+               else f"a {type(raw).__name__}")
+        raise ValueError(f"{owner}: the prediction must be a QueryPrediction with {num_classes} + 1 classes, got "
+                         f"{got}; the {task} task goes with a query-based network: --model.network "
+                         "'{name: mask2former, ...}'")
 
 
 @functools.cache
@@ -142,12 +153,7 @@ class QueryPanoptic(Panoptic):
         return self.num_classes + 1  # the classes and the segments' edges
 
     def _check_raw(self, raw: object) -> None:
-        if not isinstance(raw, QueryPrediction) or raw.class_logits.shape[-1] != self.num_classes + 1:
-            got = (f"class logits of shape {tuple(raw.class_logits.shape)}" if isinstance(raw, QueryPrediction)
-                   else f"a {type(raw).__name__}")
-            raise ValueError(f"QueryPanoptic: the prediction must be a QueryPrediction with {self.num_classes} + 1 "
-                             f"classes, got {got}; the query_panoptic task goes with a query-based network: "
-                             "--model.network '{name: mask2former, ...}'")
+        check_query_prediction(raw, self.num_classes, type(self).__name__, self.name)
 
     def criterion(self, device: torch.device):
         """``transformers``' ``Mask2FormerLoss`` with this task's settings, on ``device``."""

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..models.mask2former import QueryPrediction
 from .dense import Segmentation
-from .query_panoptic import mask2former_criterion, render_semantic
+from .query_panoptic import check_query_prediction, mask2former_criterion, render_semantic
 from .registry import register_task
 
 __all__ = ["QuerySemantic"]
@@ -50,12 +50,7 @@ class QuerySemantic(Segmentation):
         self.loss_settings = {"no_object_weight": no_object_weight, "train_num_points": train_num_points}
 
     def _check_raw(self, raw: object) -> None:
-        if not isinstance(raw, QueryPrediction) or raw.class_logits.shape[-1] != self.num_classes + 1:
-            got = (f"class logits of shape {tuple(raw.class_logits.shape)}" if isinstance(raw, QueryPrediction)
-                   else f"a {type(raw).__name__}")
-            raise ValueError(f"QuerySemantic: the prediction must be a QueryPrediction with {self.num_classes} + 1 "
-                             f"classes, got {got}; the query_semantic task goes with a query-based network: "
-                             "--model.network '{name: mask2former, ...}'")
+        check_query_prediction(raw, self.num_classes, type(self).__name__, self.name)
 
     def segments(self, target: Tensor | Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per image, a mask ``(S, H, W)`` (float) per class present, and those classes ``(S,)``."""
