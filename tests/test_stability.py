@@ -192,6 +192,14 @@ def fake_layouts():
     }
 
 
+def dataset_name(dataset: str | dict) -> str:
+    """The registry name of a config's ``data.dataset``, given by name or by class path (with options)."""
+    from dejavu.training.datamodule import DATASETS, dataset_class
+
+    cls = dataset_class(dataset)[0]
+    return next(name for name, registered in DATASETS.items() if registered is cls)
+
+
 def dejavu_configs():
 
     return [c for c in CONFIGS if compose_config(c)["model"]["dejavu"]]
@@ -207,7 +215,7 @@ def test_every_shipped_dejavu_config_trains_30_steps(config, tmp_path):
     from dejavu.training.lightning_cli import DejaVuCLI
 
     spec = compose_config(config)
-    write, small = fake_layouts()[spec["data"]["dataset"]]
+    write, small = fake_layouts()[dataset_name(spec["data"]["dataset"])]
     if spec["model"]["task"]["name"] == "query_panoptic" and "--model.task.sigma" in small:  # no centre heatmap
         at = small.index("--model.task.sigma")
         small = small[:at] + small[at + 2:]

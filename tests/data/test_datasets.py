@@ -70,6 +70,56 @@ def test_cityscapes_errors(tmp_path):
     assert (Cityscapes(tmp_path, "val")[0]["semantic"] == 255).all()
 
 
+def write_coarse(root, ids):
+    """train_extra images with gtCoarse labels (official names), and pseudo-labels for one of them."""
+    for n in range(2):
+        stem = f"bamberg_000000_00002{n}"
+        rgb(root / "leftImg8bit" / "train_extra" / "bamberg" / f"{stem}_leftImg8bit.png")
+        grey(root / "gtCoarse" / "train_extra" / "bamberg" / f"{stem}_gtCoarse_labelIds.png", ids)
+    pseudo = np.full((8, 12), 255, np.uint8)
+    pseudo[:, :6] = 5  # the left half labelled "pole", the right half left to the coarse label
+    grey(root / "autolabelled" / "bamberg" / "bamberg_000000_000020_leftImg8bit.png", pseudo)
+
+
+def test_cityscapes_adds_coarse_train_extra_and_pseudo_labels(tmp_path):
+    ids = write_cityscapes(tmp_path)
+    write_coarse(tmp_path, ids)
+    fine = Cityscapes(tmp_path, "train")
+    coarse = Cityscapes(tmp_path, "train", coarse=True)
+    assert len(fine) == 2 and len(coarse) == 4 and len(Cityscapes(tmp_path, "val", coarse=True)) == 2
+    assert (coarse[2]["semantic"] == fine[0]["semantic"]).all()  # gtCoarse's ids map as gtFine's
+    enhanced = Cityscapes(tmp_path, "train", coarse=True, pseudo_labels="autolabelled")  # under root
+    absolute = Cityscapes(tmp_path, "train", coarse=True, pseudo_labels=tmp_path / "autolabelled")
+    assert enhanced.pseudo and enhanced.pseudo == absolute.pseudo
+    y = enhanced[2]["semantic"]
+    assert (y[:, :6] == 5).all() and (y[:, 6:] == coarse[2]["semantic"][:, 6:]).all()
+    assert (enhanced[3]["semantic"] == coarse[3]["semantic"]).all()  # no pseudo-label: the coarse one
+    assert (enhanced[0]["semantic"] == fine[0]["semantic"]).all()  # fine images keep their labels
+
+
+def test_cityscapes_coarse_errors(tmp_path):
+    ids = write_cityscapes(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"missing folder .*leftImg8bit/train_extra; .*gtCoarse\.zip"):
+        Cityscapes(tmp_path, "train", coarse=True)
+    write_coarse(tmp_path, ids)
+    with pytest.raises(ValueError, match="give coarse=True too"):
+        Cityscapes(tmp_path, "train", pseudo_labels="autolabelled")
+    with pytest.raises(FileNotFoundError, match=r"pseudo-label folder .*elsewhere does not exist"):
+        Cityscapes(tmp_path, "train", coarse=True, pseudo_labels="elsewhere")
+    with pytest.raises(ValueError, match=r"has no PNG named as a train_extra image \(e\.g\. .*bamberg_000000_000020"):
+        Cityscapes(tmp_path, "train", coarse=True, pseudo_labels="gtFine")
+    (tmp_path / "gtCoarse/train_extra/bamberg/bamberg_000000_000021_gtCoarse_labelIds.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"000021_leftImg8bit\.png has no label file .*gtCoarse_labelIds"):
+        Cityscapes(tmp_path, "train", coarse=True)
+    grey(tmp_path / "gtCoarse/train_extra/bamberg/bamberg_000000_000021_gtCoarse_labelIds.png", ids)
+    grey(tmp_path / "autolabelled/bamberg/bamberg_000000_000020_leftImg8bit.png", np.full((8, 12), 19, np.uint8))
+    with pytest.raises(ValueError, match=r"pseudo-label .*000020_leftImg8bit\.png has value 19; pseudo-labels hold"):
+        Cityscapes(tmp_path, "train", coarse=True, pseudo_labels="autolabelled")[2]
+    grey(tmp_path / "autolabelled/bamberg/bamberg_000000_000020_leftImg8bit.png", np.zeros((4, 12), np.uint8))
+    with pytest.raises(ValueError, match=r"pseudo-label .* is 12x4 but image"):
+        Cityscapes(tmp_path, "train", coarse=True, pseudo_labels="autolabelled")[2]
+
+
 def write_ade20k(root):
     labels = (np.arange(10 * 14).reshape(10, 14) % 151).astype(np.uint8)
     for split in ("training", "validation"):
@@ -377,12 +427,17 @@ def write_kitti_raw(root):
 
 
 # ------------------------------------------------------------------------------------ paper recipes
+def write_enhanced_cityscapes(root):
+    write_coarse(root, write_cityscapes(root))
+
+
+CITYSCAPES_SMALL = ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]
 RECIPES = {  # config, fake layout, what makes a 2-step CPU run of it small
     "coco/panoptic_dejavu.yaml": (write_coco, ["--data.size", "[32, 32]", "--model.task.sigma", "2"]),
     "coco/panoptic_mask2former_dejavu.yaml": (write_coco, ["--data.size", "[64, 64]"]),  # Swin-T, 100 queries
-    "cityscapes/dejavu_ocr.yaml": (write_cityscapes, ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]),
+    "cityscapes/dejavu_ocr.yaml": (write_enhanced_cityscapes, CITYSCAPES_SMALL),
     "ade20k/dejavu_poolformer.yaml": (write_ade20k, ["--data.size", "[64, 64]"]),
-    "cityscapes/dejavu.yaml": (write_cityscapes, ["--data.size", "[64, 128]", "--data.eval_size", "[64, 128]"]),
+    "cityscapes/dejavu.yaml": (write_enhanced_cityscapes, CITYSCAPES_SMALL),
     "ade20k/dejavu.yaml": (write_ade20k, ["--data.size", "[64, 64]"]),
     "nyud/multitask_dejavu.yaml": (write_nyud, ["--data.size", "[32, 64]"]),
     "kitti/depth_dejavu.yaml": (write_kitti, ["--data.size", "[32, 64]", "--data.eval_size", "[32, 96]"]),
@@ -556,6 +611,42 @@ def test_kitti_raw_reads_video_and_calibration(tmp_path):
     (tmp_path / "splits/train_files.txt").write_text("2011_09_26/2011_09_26_drive_0002_sync 1 x\n")
     with pytest.raises(ValueError, match=r"line 1 is not 'DATE/DRIVE FRAME l\|r'"):
         KITTIRaw(tmp_path, "train")
+
+
+def as_official_kitti(tmp_path):
+    """``tmp_path/ours`` (BTS's layout) moved into the official downloads as they unpack: the raw data (date
+    folders at the top, frames converted to JPEG as monodepth2 does), the annotated depth split into train/
+    and val/, and monodepth2's split folder."""
+    raw, depth, splits = tmp_path / "kitti_data", tmp_path / "data_depth_annotated", tmp_path / "monodepth2/splits"
+    (tmp_path / "ours/raw").rename(raw)
+    depth.mkdir()
+    (tmp_path / "ours/gt").rename(depth / "val")  # the drive is one of the val drives
+    (tmp_path / "ours/splits").rename(tmp_path / "eigen_zhou")
+    splits.mkdir(parents=True)
+    (tmp_path / "eigen_zhou").rename(splits / "eigen_zhou")
+    for png in raw.glob("*/*/image_02/data/*.png"):
+        Image.open(png).save(png.with_suffix(".jpg"), quality=100, subsampling=0)
+        png.unlink()
+    return raw, depth, splits / "eigen_zhou"
+
+
+def test_kitti_readers_take_the_official_downloads_and_monodepth2_splits_as_they_come(tmp_path):
+    from dejavu.data import KITTIRaw
+
+    write_kitti_raw(tmp_path / "ours")
+    ours = KITTIRaw(tmp_path / "ours", "train", size=(16, 48))[0]  # the same data in BTS's layout
+    raw, depth, splits = as_official_kitti(tmp_path)
+    item = KITTIRaw(raw, "train", size=(16, 48), splits=splits, depth_root=depth)[0]
+    assert set(item) == set(ours) and item["sources"].shape == (2, 3, 16, 48)
+    assert torch.equal(item["depth"], ours["depth"]) and torch.equal(item["intrinsics"], ours["intrinsics"])
+    assert (item["image"] - ours["image"]).abs().mean() < 0.05  # JPEG of the same frame
+    assert KITTIRaw(raw, "val", splits=splits)[0]["depth"].abs().sum() == 0  # no depth_root: depth unknown
+    listing = tmp_path / "eigen_test_files_with_gt.txt"
+    listing.write_text("2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000001.jpg "
+                       "2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000001.png 721.5377\n")
+    assert KITTIDepth(raw, "test", split_file=listing, depth_root=depth)[0]["depth"].max() == 11.0
+    with pytest.raises(FileNotFoundError, match=r"split file .*eigen_zhou/test_files\.txt does not exist.*splits="):
+        KITTIRaw(raw, "test", splits=splits)
 
 
 def test_kitti_raw_refuses_frames_of_other_sizes(tmp_path):

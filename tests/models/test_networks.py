@@ -10,6 +10,7 @@ import yaml
 
 from dejavu.cli.deploy import export
 from dejavu.models import QueryPrediction, create_model
+from dejavu.models.hms import combine_scales
 from dejavu.models.ocr import object_regions
 from dejavu.tasks import QueryPanoptic, QuerySemantic, create_task
 from dejavu.training.lightning_cli import DejaVuCLI
@@ -21,6 +22,9 @@ TINY_M2F = {"name": "mask2former", "backbone": "test_resnet", "num_queries": 8, 
             "dim_feedforward": 64, "num_attention_heads": 4}
 TINY_OCR = {"name": "ocr", "encoder": "tu-hrnet_w18_small", "mid_channels": 32, "key_channels": 16}
 TINY_HRNET = {"name": "hrnetv2", "encoder": "tu-hrnet_w18_small"}
+TINY_HMS = {**TINY_OCR, "name": "ocr_hms", "attention_channels": 8}
+TINY_VIT = {"name": "upernet_vit", "encoder": "vit_tiny_patch16_224", "encoder_kwargs": {"depth": 4},
+            "layers": [0, 1, 2, 3], "neck_channels": 32, "decoder_channels": 32, "aux_channels": 16}
 POOLFORMER = {"name": "smp:FPN", "encoder": "tu-poolformer_m48"}  # the paper's size: 74.7 M parameters
 DEJAVU = {"redaction": {"name": "checkerboard", "block_size": 8}, "regenerator": "forward",
           "regenerator_kwargs": {"stages": 2, "width": 8}, "lpips_weight": 0.0}
@@ -91,6 +95,67 @@ def test_hrnetv2_classifies_the_four_branches_concatenated():
 @pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
 def test_hrnetv2_trains_two_steps_with_and_without_dejavu(tmp_path, dejavu):
     metrics = fit_two_steps(tmp_path, TINY_HRNET, {"name": "segmentation"}, dejavu)
+    assert metrics["steps"] == 2 and metrics["dejavu"] == dejavu and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
+
+
+# ------------------------------------------------------------------------------------------- HMS
+def test_hms_combines_scales_largest_first_by_attention():
+    """pred = a_s * logits_s + (1 - a_s) * pred, from the largest scale down (Tao et al., eq. 1)."""
+    big, one, half = (torch.full((1, 1, n, n), v) for n, v in ((8, 3.0), (4, 2.0), (2, 1.0)))
+    attention = {8: torch.full((1, 1, 8, 8), 0.9), 4: torch.full((1, 1, 4, 4), 0.5), 2: torch.full((1, 1, 2, 2), 0.25)}
+    combined = combine_scales([(0.5, half, attention[2]), (2.0, big, attention[8]), (1.0, one, attention[4])])
+    expected = 0.25 * 1.0 + 0.75 * (0.5 * 2.0 + 0.5 * 3.0)  # the attention of the largest scale is unused
+    assert combined.shape == (1, 1, 4, 4) and torch.allclose(combined, torch.tensor(expected))
+
+
+def test_hms_trains_at_two_scales_and_evaluates_at_three():
+    net = create_model("ocr_hms", 19, encoder="tu-hrnet_w48")  # the paper's HRNet-OCR-HMS
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(72.14e6, rel=0.001)  # OCR's 70.37 M + attention
+    small = create_model("ocr_hms", 5, **{k: v for k, v in TINY_HMS.items() if k != "name"})
+    seen = []
+    small.ocr.encoder.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    logits, [(weight, regions)] = small.train()(torch.rand(2, 3, 64, 96), auxiliary=True)
+    assert logits.shape == regions.shape == (2, 5, 64, 96) and weight == 0.4
+    assert seen == [(32, 64), (64, 96)]  # 0.5 (48 padded to 64) and 1
+    seen.clear()
+    assert small.eval()(torch.rand(1, 3, 64, 96)).shape == (1, 5, 64, 96)
+    assert seen == [(32, 64), (64, 96), (128, 192)]
+    with pytest.raises(ValueError, match=r"eval_scales must be positive scales that include 1, got \[0.5, 2\]"):
+        create_model("ocr_hms", 5, eval_scales=[0.5, 2])
+
+
+def test_hms_attention_is_trained_through_the_combined_prediction():
+    net = create_model("ocr_hms", 3, **{k: v for k, v in TINY_HMS.items() if k != "name"})
+    net(torch.rand(2, 3, 64, 64)).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.attention.parameters())
+
+
+@pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
+def test_hms_trains_two_steps_with_and_without_dejavu(tmp_path, dejavu):
+    metrics = fit_two_steps(tmp_path, TINY_HMS, {"name": "segmentation"}, dejavu)
+    assert metrics["steps"] == 2 and metrics["dejavu"] == dejavu and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
+
+
+# ------------------------------------------------------------------------------------ ViT-UperNet
+def test_upernet_vit_b_is_mmsegmentations_size_and_reads_four_blocks_at_four_scales():
+    """143,539,244 parameters: mmsegmentation's upernet_vit-b16_mln counted from its layers (ViT-B/16
+    85.8 M, the neck 23.6 M, UPerHead 32.3 M, the FCN auxiliary head 1.8 M)."""
+    net = create_model("upernet_vit", 150)
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(143_539_244, rel=0.001)
+    assert sum(p.numel() for p in net.encoder.parameters()) == pytest.approx(86e6, rel=0.01)  # ViT-B/16's 86 M
+    small = create_model("upernet_vit", 5, **{k: v for k, v in TINY_VIT.items() if k != "name"})
+    shapes = []
+    small.neck.register_forward_hook(lambda m, args, out: shapes.extend(tuple(f.shape[-2:]) for f in out))
+    logits, [(weight, aux)] = small(torch.rand(2, 3, 64, 80), auxiliary=True)  # 80 is padded to 96
+    assert logits.shape == aux.shape == (2, 5, 64, 80) and weight == 0.4
+    assert shapes == [(16, 24), (8, 12), (4, 6), (2, 3)]  # 1/4 ... 1/32
+    with pytest.raises(ValueError, match=r"layers must be 4 block indices of the encoder's 4 blocks, got \[0, 1, 2, 9"):
+        create_model("upernet_vit", 5, **{**{k: v for k, v in TINY_VIT.items() if k != "name"}, "layers": [0, 1, 2, 9]})
+
+
+@pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
+def test_upernet_vit_trains_two_steps_with_and_without_dejavu(tmp_path, dejavu):
+    metrics = fit_two_steps(tmp_path, TINY_VIT, {"name": "segmentation"}, dejavu)
     assert metrics["steps"] == 2 and metrics["dejavu"] == dejavu and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
 
 
@@ -333,6 +398,20 @@ def test_poolformer_m48_fpn_trains_without_dejavu_and_exports_to_onnx(tmp_path):
     assert metrics["steps"] == 2 and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
     path, difference = export(tmp_path / "run", "onnx")
     assert path.is_file() and difference < 1e-3
+
+
+@pytest.mark.slow
+def test_hms_exports_to_onnx_with_its_three_evaluation_scales(tmp_path):
+    fit_two_steps(tmp_path, TINY_HMS, {"name": "segmentation"}, dejavu=False)
+    path, difference = export(tmp_path / "run", "onnx")
+    assert path.is_file() and difference < 1e-4
+
+
+@pytest.mark.slow
+def test_upernet_vit_exports_to_onnx(tmp_path):
+    fit_two_steps(tmp_path, TINY_VIT, {"name": "segmentation"}, dejavu=False)
+    path, difference = export(tmp_path / "run", "onnx")
+    assert path.is_file() and difference < 1e-4
 
 
 @pytest.mark.slow

@@ -35,6 +35,13 @@ def _cityscapes(root: Path, n: int, size: tuple[int, int], rng: np.random.Genera
             stem = f"{city}_000000_{i:06d}"
             _png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", _rgb(rng, size))
             _png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", rng.choice(ids, size))
+    for i in range(n):  # the coarse train_extra images, and pseudo-labels (train ids) under ROOT/autolabelled
+        stem = f"bamberg_000000_{i:06d}_leftImg8bit"
+        _png(root / "leftImg8bit" / "train_extra" / "bamberg" / f"{stem}.png", _rgb(rng, size))
+        coarse = np.where(rng.random(size) < 0.5, rng.choice(ids, size), 0).astype(np.uint8)  # 0: unlabelled
+        _png(root / "gtCoarse" / "train_extra" / "bamberg" / f"{stem.replace('leftImg8bit', 'gtCoarse_labelIds')}.png",
+             coarse)
+        _png(root / "autolabelled" / "bamberg" / f"{stem}.png", rng.integers(0, 19, size, dtype=np.uint8))
 
 
 def _ade20k(root: Path, n: int, size: tuple[int, int], rng: np.random.Generator) -> None:

@@ -38,6 +38,7 @@ class TrainingStep:
         condition: the task's map from raw outputs to the conditioning map.
         loss_fn, regeneration: the DejaVu loss and its output, ``None`` in a run without DejaVu.
         extras: anything else the network produced (DejaVu-SA: ``"sa_regenerated"``).
+        batch: the training batch: the targets, and ``labelled`` with partial labels.
     """
 
     net: Callable[[Tensor], Tensor]
@@ -47,6 +48,7 @@ class TrainingStep:
     loss_fn: DejaVuLoss | None = None
     regeneration: DejaVuOutput | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    batch: Mapping[str, Any] = field(default_factory=dict)
 
     def regenerated01(self) -> Tensor:
         """DejaVu's regenerated image in ``[0, 1]`` at the input's size (it is smaller when ``scale < 1``)."""

@@ -20,15 +20,17 @@ from torch import nn
 
 from ..arguments import matches
 from ..weights import from_hub, mismatch, read_file, read_tensors
+from .hms import HMS
 from .hrnet import HRNetV2
 from .mask2former import Mask2Former, QueryPrediction, build_mask2former
 from .ocr import OCR
 from .segnet_mtl import SegNetMTL
 from .shared_attention import SharedAttention
 from .unet import UNet
+from .vit_upernet import ViTUperNet, vit_encoder
 
-__all__ = ["MODELS", "OCR", "HRNetV2", "Mask2Former", "QueryPrediction", "SegNetMTL", "SharedAttention", "UNet",
-           "create_model", "load_encoder_weights", "load_weights", "model_cost", "register_model"]
+__all__ = ["HMS", "MODELS", "OCR", "HRNetV2", "Mask2Former", "QueryPrediction", "SegNetMTL", "SharedAttention", "UNet",
+           "ViTUperNet", "create_model", "load_encoder_weights", "load_weights", "model_cost", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -99,6 +101,28 @@ def _ocr(out_channels: int | Sequence[int], encoder: str = "tu-hrnet_w18", encod
     """HRNet-OCR's head (:class:`~dejavu.models.ocr.OCR`) on any segmentation_models_pytorch encoder."""
     return _on_hrnet_branches(lambda enc: OCR(enc, _total(out_channels), **kwargs), "ocr", encoder, encoder_weights,
                               offline)
+
+
+@register_model("ocr_hms")
+def _ocr_hms(out_channels: int | Sequence[int], encoder: str = "tu-hrnet_w48",
+             encoder_weights: str | Path | None = None, offline: bool | None = None,
+             train_scales: Sequence[float] = (0.5, 1.0), eval_scales: Sequence[float] = (0.5, 1.0, 2.0),
+             attention_channels: int = 256, **kwargs) -> nn.Module:
+    """HRNet-OCR-HMS (:class:`~dejavu.models.hms.HMS`): OCR at several scales, combined by learnt attention."""
+    ocr = _ocr(out_channels, encoder, encoder_weights, offline, **kwargs)
+    return HMS(ocr, train_scales, eval_scales, attention_channels)
+
+
+@register_model("upernet_vit")
+def _upernet_vit(out_channels: int | Sequence[int], encoder: str = "vit_base_patch16_224",
+                 encoder_weights: str | Path | None = None, offline: bool | None = None,
+                 encoder_kwargs: dict | None = None, **kwargs) -> nn.Module:
+    """UperNet on timm's plain ViT ``encoder`` through a multi-level neck (:class:`~.vit_upernet.ViTUperNet`);
+    ``encoder_kwargs`` go to ``timm.create_model`` (e.g. ``{depth: 4}`` for a small one)."""
+    build = vit_encoder(encoder, **(encoder_kwargs or {}))
+    return _with_encoder_weights(lambda weights: ViTUperNet(build(weights), _total(out_channels), **kwargs),
+                                 f"create_model('upernet_vit', encoder={encoder!r})", f"tu-{encoder}", encoder_weights,
+                                 offline)
 
 
 @register_model("hrnetv2")

@@ -89,13 +89,19 @@ class OCR(nn.Module):
         self.head = nn.Conv2d(mid_channels, out_channels, 1)
         self.aux_weight = aux_weight
 
-    def forward(self, x: Tensor, auxiliary: bool = False) -> Tensor | tuple[Tensor, list[tuple[float, Tensor]]]:
-        h, w = x.shape[-2:]
-        x = padded_to_stride(x, self.encoder.output_stride)
+    def parts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The class logits, the soft regions' logits and the object-contextual features (``mid_channels``)
+        at the encoder's finest resolution, for an input padded to the encoder's stride."""
         features = hrnet_representation(self.encoder(x))
         regions = self.soft_regions(features)
         pixels = self.pixels(features)
-        logits = self.head(self.context(pixels, object_regions(pixels, regions)))
+        contextual = self.context(pixels, object_regions(pixels, regions))
+        return self.head(contextual), regions, contextual
+
+    def forward(self, x: Tensor, auxiliary: bool = False) -> Tensor | tuple[Tensor, list[tuple[float, Tensor]]]:
+        h, w = x.shape[-2:]
+        x = padded_to_stride(x, self.encoder.output_stride)
+        logits, regions, _ = self.parts(x)
         logits = _upsampled(logits, x.shape[-2:])[..., :h, :w]
         if not auxiliary:
             return logits

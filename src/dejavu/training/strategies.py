@@ -93,7 +93,7 @@ class Supervised(Strategy):
                 logs["train/regen_lpips"] = out.lpips
             if module.dejavu_loss.ssim_weight > 0:
                 logs["train/regen_ssim"] = out.ssim
-        step = TrainingStep(module.net, image, raw, module.task.condition, module.dejavu_loss, out, extras)
+        step = TrainingStep(module.net, image, raw, module.task.condition, module.dejavu_loss, out, extras, batch)
         for auxiliary in module.auxiliaries.values():
             for name, value in auxiliary(step).items():
                 loss = loss + value
