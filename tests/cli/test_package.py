@@ -29,7 +29,7 @@ def test_the_wheel_ships_every_data_file(tmp_path):
     package = root / "src" / "dejavu"
     data = [p.relative_to(package.parent).as_posix() for p in package.rglob("*")
             if p.is_file() and p.suffix in (".yaml", ".json")]
-    assert "dejavu/extensions/clip_configs/dejavu-tiny-clip.json" in data
+    assert "dejavu/models/clip_configs/dejavu-tiny-clip.json" in data
     assert [p for p in data if p not in shipped] == []
 
 

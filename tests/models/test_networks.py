@@ -23,6 +23,9 @@ TINY_M2F = {"name": "mask2former", "backbone": "test_resnet", "num_queries": 8, 
 TINY_OCR = {"name": "ocr", "encoder": "tu-hrnet_w18_small", "mid_channels": 32, "key_channels": 16}
 TINY_HRNET = {"name": "hrnetv2", "encoder": "tu-hrnet_w18_small"}
 TINY_HMS = {**TINY_OCR, "name": "ocr_hms", "attention_channels": 8}
+NAMES = ["background", "floor", "wall", "sphere", "box", "cylinder"]  # the synthetic scenes' classes
+TINY_DENSECLIP = {"name": "denseclip", "clip": "dejavu-tiny-clip", "class_names": NAMES, "layers": [0, 0, 0, 0],
+                  "contexts": 3, "decoder_width": 16, "fpn_channels": 16}
 TINY_VIT = {"name": "upernet_vit", "encoder": "vit_tiny_patch16_224", "encoder_kwargs": {"depth": 4},
             "layers": [0, 1, 2, 3], "neck_channels": 32, "decoder_channels": 32, "aux_channels": 16}
 POOLFORMER = {"name": "smp:FPN", "encoder": "tu-poolformer_m48"}  # the paper's size: 74.7 M parameters
@@ -156,6 +159,38 @@ def test_upernet_vit_b_is_mmsegmentations_size_and_reads_four_blocks_at_four_sca
 @pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
 def test_upernet_vit_trains_two_steps_with_and_without_dejavu(tmp_path, dejavu):
     metrics = fit_two_steps(tmp_path, TINY_VIT, {"name": "segmentation"}, dejavu)
+    assert metrics["steps"] == 2 and metrics["dejavu"] == dejavu and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
+
+
+# -------------------------------------------------------------------------------------- DenseCLIP
+def test_denseclip_vit_b_is_its_papers_size_with_a_frozen_text_encoder():
+    """DenseCLIP's README: ViT-B-DenseCLIP 105.3 M parameters (the trained ones; CLIP's text encoder is
+    frozen, at learning rate 0 in its config)."""
+    net = create_model("denseclip", 150, class_names="ade20k")
+    trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    assert trained == pytest.approx(105.3e6, rel=0.02)
+    assert not any(p.requires_grad for name, p in net.text.named_parameters() if name != "contexts")
+    assert net.text.tokens.shape == (150, 5) and net.text.contexts.shape == (1, 8, 512)
+    assert net.neck.inner_blocks[2][0].in_channels == 768 + 150  # the score maps join the 1/16 level
+
+
+def test_denseclip_prompts_with_learnt_contexts_and_trains_its_score_maps():
+    net = create_model("denseclip", 6, **{k: v for k, v in TINY_DENSECLIP.items() if k != "name"})
+    logits, [(weight, scores)] = net(torch.rand(2, 3, 40, 56), auxiliary=True)
+    assert logits.shape == scores.shape == (2, 6, 40, 56) and weight == 0.4
+    assert scores.abs().max() <= 1 / 0.07 + 1e-4  # cosine similarities over the temperature
+    (logits.mean() + scores.mean()).backward()
+    assert net.text.contexts.grad.abs().sum() > 0 and net.gamma.grad.abs().sum() > 0
+    assert all(p.grad is None for name, p in net.text.named_parameters() if name != "contexts")  # frozen CLIP text
+    with pytest.raises(ValueError, match=r"6 class names for 5 classes; give one name per class"):
+        create_model("denseclip", 5, **{k: v for k, v in TINY_DENSECLIP.items() if k != "name"})
+    with pytest.raises(ValueError, match=r"class_names must be a list of names or one of \['ade20k'"):
+        create_model("denseclip", 6, clip="dejavu-tiny-clip", class_names="pascal")
+
+
+@pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
+def test_denseclip_trains_two_steps_with_and_without_dejavu(tmp_path, dejavu):
+    metrics = fit_two_steps(tmp_path, TINY_DENSECLIP, {"name": "segmentation"}, dejavu)
     assert metrics["steps"] == 2 and metrics["dejavu"] == dejavu and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
 
 
@@ -403,6 +438,13 @@ def test_poolformer_m48_fpn_trains_without_dejavu_and_exports_to_onnx(tmp_path):
 @pytest.mark.slow
 def test_hms_exports_to_onnx_with_its_three_evaluation_scales(tmp_path):
     fit_two_steps(tmp_path, TINY_HMS, {"name": "segmentation"}, dejavu=False)
+    path, difference = export(tmp_path / "run", "onnx")
+    assert path.is_file() and difference < 1e-4
+
+
+@pytest.mark.slow
+def test_denseclip_exports_to_onnx(tmp_path):
+    fit_two_steps(tmp_path, TINY_DENSECLIP, {"name": "segmentation"}, dejavu=False)
     path, difference = export(tmp_path / "run", "onnx")
     assert path.is_file() and difference < 1e-4
 

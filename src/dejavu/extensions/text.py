@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..models.denseclip import CLIP_CONFIGS, TINY_CLIP
 from ..weights import FrozenStateMixin, from_hub
 from .base import AuxiliaryLoss, TrainingStep, register_auxiliary
 
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TINY_CLIP", "TextSupervision"]
 
-TINY_CLIP = "dejavu-tiny-clip"  # a small CLIP shape shipped for tests and timing (random weights only)
-_CONFIGS = Path(__file__).parent / "clip_configs"
 
 
 @register_auxiliary("text")
@@ -63,7 +62,7 @@ class TextSupervision(FrozenStateMixin, AuxiliaryLoss):
         self.frozen_children = ("clip",)
         import open_clip  # optional heavy dependency, imported only when text supervision is used
 
-        open_clip.add_model_config(_CONFIGS)
+        open_clip.add_model_config(CLIP_CONFIGS)
         if random_init:
             self.clip = open_clip.create_model(model, pretrained=None)
         elif checkpoint is not None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..arguments import matches
 from ..weights import from_hub, mismatch, read_file, read_tensors
+from .denseclip import CLIP_CONFIGS, DenseCLIP
 from .hms import HMS
 from .hrnet import HRNetV2
 from .mask2former import Mask2Former, QueryPrediction, build_mask2former
@@ -29,8 +30,9 @@ from .shared_attention import SharedAttention
 from .unet import UNet
 from .vit_upernet import ViTUperNet, vit_encoder
 
-__all__ = ["HMS", "MODELS", "OCR", "HRNetV2", "Mask2Former", "QueryPrediction", "SegNetMTL", "SharedAttention", "UNet",
-           "ViTUperNet", "create_model", "load_encoder_weights", "load_weights", "model_cost", "register_model"]
+__all__ = ["HMS", "MODELS", "OCR", "DenseCLIP", "HRNetV2", "Mask2Former", "QueryPrediction", "SegNetMTL",
+           "SharedAttention", "UNet", "ViTUperNet", "create_model", "load_encoder_weights", "load_weights",
+           "model_cost", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -123,6 +125,49 @@ def _upernet_vit(out_channels: int | Sequence[int], encoder: str = "vit_base_pat
     return _with_encoder_weights(lambda weights: ViTUperNet(build(weights), _total(out_channels), **kwargs),
                                  f"create_model('upernet_vit', encoder={encoder!r})", f"tu-{encoder}", encoder_weights,
                                  offline)
+
+
+@register_model("denseclip")
+def _denseclip(out_channels: int | Sequence[int], clip: str = "ViT-B-16", encoder_weights: str | Path | None = None,
+               offline: bool | None = None, class_names: Sequence[str] | str = "ade20k", name_length: int = 5,
+               **kwargs) -> nn.Module:
+    """DenseCLIP (:class:`~.denseclip.DenseCLIP`) on open_clip's ``clip`` model, prompted with ``class_names``
+    (a list, or a dataset's name such as ``"ade20k"`` for its classes), each tokenised to ``name_length``
+    tokens. ``encoder_weights``: an open_clip pretrained tag (``"openai"``, fetched once by open_clip), a
+    local checkpoint, or ``None`` (random)."""
+    import open_clip
+
+    names = _class_names(class_names)
+    if len(names) != _total(out_channels):
+        raise ValueError(f"create_model('denseclip'): {len(names)} class names for {_total(out_channels)} classes; "
+                         "give one name per class")
+    open_clip.add_model_config(CLIP_CONFIGS)
+    what = f"create_model('denseclip', clip={clip!r})"
+    if encoder_weights is None or _is_path(encoder_weights):
+        if encoder_weights is not None and not Path(encoder_weights).expanduser().is_file():
+            raise FileNotFoundError(f"{what}: CLIP checkpoint {encoder_weights} does not exist")
+        model = open_clip.create_model(clip, pretrained=str(Path(encoder_weights).expanduser()) if encoder_weights
+                                       else None)
+    else:
+        ways_out = ("encoder_weights=PATH (an open_clip checkpoint file)",
+                    "train from scratch with encoder_weights=None")
+        model = from_hub(lambda: open_clip.create_model(clip, pretrained=str(encoder_weights)), what,
+                         f"the {encoder_weights!r} weights of {clip!r}", ways_out, offline)
+    return DenseCLIP(model, open_clip.tokenize(names, context_length=name_length), **kwargs)
+
+
+def _class_names(spec: Sequence[str] | str) -> list[str]:
+    """Class names given as a list, or as a dataset's name (``"ade20k"``, ``"cityscapes"``...)."""
+    from .. import data
+
+    readers = {"ade20k": data.ADE20K, "cityscapes": data.Cityscapes, "camvid": data.CamVid,
+               "coco_panoptic": data.COCOPanoptic, "nyud": data.NYUDv2}
+    if isinstance(spec, str):
+        if spec not in readers:
+            raise ValueError(f"create_model: class_names must be a list of names or one of {sorted(readers)}, got "
+                             f"{spec!r}")
+        return list(readers[spec].classes)
+    return [str(name) for name in spec]
 
 
 @register_model("hrnetv2")
@@ -273,7 +318,8 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
         out_channels: output channels; a list gives ``segnet_mtl`` one head per entry (others sum it).
         weights: optional local state dict file for the whole network.
         normalize: normalise the input inside the network, ``(x - mean) / std`` on ``[0, 1]`` images:
-            ``"imagenet"`` (what pretrained encoders expect) or ``{"mean": [...], "std": [...]}``.
+            ``"imagenet"`` (what pretrained encoders expect), ``"clip"`` (CLIP's, for ``denseclip``) or
+            ``{"mean": [...], "std": [...]}``.
             The data then stay in ``[0, 1]`` everywhere else, so DejaVu regenerates the real image,
             and the exported model takes raw images. ``None``: no normalisation.
         **kwargs: passed to the architecture.
@@ -304,7 +350,8 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
     return model
 
 
-NORMALIZATIONS = {"imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}}
+NORMALIZATIONS = {"imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+                  "clip": {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)}}
 
 
 def normalize_input(model: nn.Module, normalize: str | dict[str, Sequence[float]]) -> None:
