@@ -16,6 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+# no ImageNet weights on an offline machine: DDeP's frozen encoder is then its random initialisation (the log
+# says so), the same in every DDeP row; benchmarks/study/ddep.sh trains a supervised stand-in instead
+OFFLINE_ENCODER = ["--model.network.encoder_weights", "null"]
+
 
 def run(args: list[str]) -> float:
     t = time.perf_counter()
@@ -38,10 +42,11 @@ def main() -> None:
          ["--model.auxiliaries", "[{name: text, model: dejavu-tiny-clip, random_init: true}]"]),
         ("DejaVu-SA", "configs/extensions/sa.yaml", []),
         ("redaction as augmentation", "configs/extensions/augment.yaml", []),
-        ("DDeP pretraining", "configs/extensions/ddep_pretrain.yaml", []),
+        ("DDeP pretraining (decoder; encoder frozen)", "configs/extensions/ddep_pretrain.yaml", OFFLINE_ENCODER),
         ("10% labels, scratch", "configs/extensions/few_labels_scratch.yaml", []),
-        ("10% labels, DDeP", "configs/extensions/ddep_finetune.yaml", []),
-        ("10% labels, DDeP + DejaVu", "configs/extensions/ddep_dejavu_finetune.yaml", []),
+        ("10% labels, the encoder, a random decoder", "configs/extensions/few_labels_encoder.yaml", OFFLINE_ENCODER),
+        ("10% labels, DDeP", "configs/extensions/ddep_finetune.yaml", OFFLINE_ENCODER),
+        ("10% labels, DDeP + DejaVu", "configs/extensions/ddep_dejavu_finetune.yaml", OFFLINE_ENCODER),
         ("MAE pretraining", "configs/extensions/mae_pretrain.yaml", []),
         ("10% labels, MAE", "configs/extensions/mae_finetune.yaml", []),
     ]

@@ -120,6 +120,62 @@ def test_cityscapes_coarse_errors(tmp_path):
         Cityscapes(tmp_path, "train", coarse=True, pseudo_labels="autolabelled")[2]
 
 
+def write_pascal_context(root):
+    """The official layout by hand: 6 of the Context classes, the 59 benchmark names among them in another
+    order than labels.txt's, one image with a label map."""
+    from scipy.io import savemat
+
+    from dejavu.data.pascal_context import CLASSES
+
+    kept = list(CLASSES[1:])
+    labels = ["accordion", kept[1], "airplane", kept[0], *kept[2:]]  # ids 1..61: 2 classes are background
+    (root / "labels.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "labels.txt").write_text("".join(f"{i}: {name}\n" for i, name in enumerate(labels, 1)))
+    (root / "59_labels.txt").write_text("".join(f"{labels.index(n) + 1}: {n}\n" for n in kept))
+    for split, stem in (("train", "2008_000002"), ("val", "2008_000003")):
+        (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text(f"{stem}\n")
+        rgb(root / "JPEGImages" / f"{stem}.jpg", 2, 3)
+        (root / "trainval").mkdir(exist_ok=True)
+        savemat(root / "trainval" / f"{stem}.mat", {"LabelMap": np.array([[1, 2, 3], [4, 5, 61]], np.uint16)})
+
+
+def test_pascal_context_keeps_59_classes_by_name_and_makes_the_rest_background(tmp_path):
+    from dejavu.data import PascalContext
+
+    write_pascal_context(tmp_path)
+    ds = PascalContext(tmp_path, "val")
+    assert len(ds) == 1 and ds.num_classes == 60 and ds.classes[:3] == ("background", "aeroplane", "bag")
+    item = ds[0]
+    assert item["image"].shape == (3, 2, 3)
+    # accordion -> background, bag (59-list 2nd) -> 2, airplane -> background, aeroplane -> 1, then in order
+    assert item["semantic"].tolist() == [[0, 2, 0], [1, 3, 59]]
+
+
+def test_pascal_context_errors(tmp_path):
+    from dejavu.data import PascalContext
+
+    with pytest.raises(FileNotFoundError, match=r"labels\.txt does not exist; expected layout"):
+        PascalContext(tmp_path)
+    write_pascal_context(tmp_path)
+    with pytest.raises(ValueError, match="split must be 'train' or 'val'"):
+        PascalContext(tmp_path, "test")
+    (tmp_path / "trainval" / "2008_000002.mat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"2008_000002\.mat, listed in .*train\.txt, does not exist"):
+        PascalContext(tmp_path, "train")
+    from scipy.io import savemat
+
+    savemat(tmp_path / "trainval" / "2008_000003.mat", {"LabelMap": np.array([[1, 62, 1], [1, 1, 1]], np.uint16)})
+    with pytest.raises(ValueError, match=r"2008_000003\.mat has id 62, outside the dataset's ids 0\.\.61"):
+        PascalContext(tmp_path, "val")[0]
+    savemat(tmp_path / "trainval" / "2008_000003.mat", {"Other": np.zeros((2, 3))})
+    with pytest.raises(ValueError, match=r"2008_000003\.mat has no LabelMap"):
+        PascalContext(tmp_path, "val")[0]
+    (tmp_path / "59_labels.txt").write_text("1: accordion\n2: unicorn\n")
+    with pytest.raises(ValueError, match=r"59_labels\.txt names 'unicorn', which .*labels\.txt does not list"):
+        PascalContext(tmp_path, "val")
+
+
 def write_ade20k(root):
     labels = (np.arange(10 * 14).reshape(10, 14) % 151).astype(np.uint8)
     for split in ("training", "validation"):
@@ -691,7 +747,8 @@ FAKE_READERS = {"cityscapes": [("Cityscapes", s) for s in ("train", "val", "test
                 "camvid": [("CamVid", s) for s in ("train", "val", "test")],
                 "coco_panoptic": [("COCOPanoptic", s) for s in ("train", "val")],
                 "nyud": [("NYUDv2", s) for s in ("train", "val")],
-                "kitti": [("KITTIDepth", "train"), ("KITTIDepth", "test"), ("KITTIRaw", "train"), ("KITTIRaw", "val")]}
+                "kitti": [("KITTIDepth", "train"), ("KITTIDepth", "test"), ("KITTIRaw", "train"), ("KITTIRaw", "val")],
+                "pascal_context": [("PascalContext", s) for s in ("train", "val")]}
 
 
 @pytest.mark.parametrize("name", sorted(FAKE_READERS))

@@ -160,10 +160,11 @@ def test_ts_config_trains_with_a_tiny_clip(tmp_path):
 
 
 def test_ddep_pretrain_then_dejavu_finetune(tmp_path):
-    pre = _fit("ddep_pretrain.yaml", tmp_path / "pre")
+    offline = ["--model.network.encoder_weights", "null"]  # ImageNet's, online; here a random frozen encoder
+    pre = _fit("ddep_pretrain.yaml", tmp_path / "pre", *offline)
     assert "val/noise_mse" in pre["val"]
     fine = _fit("ddep_dejavu_finetune.yaml", tmp_path / "fine", "--model.pretrained",
-                str(tmp_path / "pre" / "model.safetensors"), "--data.label_fraction", "0.25")
+                str(tmp_path / "pre" / "model.safetensors"), "--data.label_fraction", "0.25", *offline)
     assert fine["steps"] == 1 and "val/mIoU" in fine["val"]  # 4 of 16 images: one batch
 
 

@@ -112,9 +112,34 @@ def _kitti(root: Path, n: int, size: tuple[int, int], rng: np.random.Generator) 
         (root / "splits" / f"{split}_files.txt").write_text("".join(f"{date}/{drive} {f} l\n" for f in range(1, n + 1)))
 
 
+def _pascal_context(root: Path, n: int, size: tuple[int, int], rng: np.random.Generator) -> None:
+    """VOC2010's images and split lists, the Context label maps (``.mat``) over 459 classes and their names."""
+    from scipy.io import savemat
+
+    from .pascal_context import CLASSES
+
+    names = [f"other{i}" for i in range(1, 460)]
+    kept = rng.choice(459, 59, replace=False)  # where the 59 benchmark classes sit among the 459
+    for place, name in zip(kept, CLASSES[1:], strict=True):
+        names[place] = name
+    (root / "labels.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "labels.txt").write_text("".join(f"{i + 1}: {name}\n" for i, name in enumerate(names)))
+    (root / "59_labels.txt").write_text("".join(f"{place + 1}: {name}\n" for place, name in zip(kept, CLASSES[1:],
+                                                                                             strict=True)))
+    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    (root / "trainval").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        stems = [f"2008_{split == 'val':01d}{i:05d}" for i in range(n)]
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{stem}\n" for stem in stems))
+        for stem in stems:
+            _png(root / "JPEGImages" / f"{stem}.jpg", _rgb(rng, size))
+            savemat(root / "trainval" / f"{stem}.mat", {"LabelMap": rng.integers(1, 460, size).astype(np.uint16)})
+
+
 FAKE_LAYOUTS: dict[str, tuple[Writer, tuple[int, int]]] = {  # name: writer, its images' default (H, W)
     "cityscapes": (_cityscapes, (128, 256)), "ade20k": (_ade20k, (128, 128)), "camvid": (_camvid, (90, 120)),
     "coco_panoptic": (_coco_panoptic, (128, 128)), "nyud": (_nyud, (96, 128)), "kitti": (_kitti, (96, 320)),
+    "pascal_context": (_pascal_context, (96, 128)),
 }
 
 

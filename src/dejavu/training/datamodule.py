@@ -22,6 +22,7 @@ from ..data import (
     KITTIDepth,
     KITTIRaw,
     NYUDv2,
+    PascalContext,
     SyntheticScenes,
     SyntheticVideo,
 )
@@ -31,14 +32,14 @@ from ..data.transforms import eval_transform, train_transform
 # their num_classes and ignore_index fill a segmentation task's (lightning_cli.fill_class_counts)
 DATASETS: dict[str, type[Dataset]] = {"synthetic": SyntheticScenes, "synthetic_video": SyntheticVideo,
                                       "camvid": CamVid, "cityscapes": Cityscapes, "ade20k": ADE20K,
-                                      "coco_panoptic": COCOPanoptic, "nyud": NYUDv2,
+                                      "coco_panoptic": COCOPanoptic, "nyud": NYUDv2, "pascal_context": PascalContext,
                                       "kitti": KITTIDepth, "kitti_raw": KITTIRaw, "folder": ImageFolder}
 USUAL = {"scale": (0.5, 2.0), "flip": True, "jitter": 0.3}
 NONE = {"scale": (1, 1), "flip": False, "jitter": 0}
 DEFAULT_AUGMENTATION: dict[str, dict[str, Any]] = {"synthetic": NONE, "synthetic_video": NONE,
                                               "camvid": NONE,
                                               "cityscapes": USUAL, "ade20k": USUAL, "coco_panoptic": USUAL,
-                                              "nyud": USUAL, "kitti": USUAL,
+                                              "nyud": USUAL, "kitti": USUAL, "pascal_context": USUAL,
                                               "kitti_raw": NONE,  # it resizes itself, with its intrinsics
                                               "folder": USUAL}
 

@@ -89,6 +89,9 @@ class DejaVuModule(L.LightningModule):
             {...}, p: 0.5}``.
         pretrained: a local weights file (e.g. a DDeP or MAE pretraining run's ``model.safetensors``)
             loaded into the network; tensors whose shape differs (the output head) are left as initialised.
+        frozen: parts of the network (submodule names, e.g. ``["encoder"]``) kept exactly as loaded: no
+            gradient, and their normalisation statistics not updated (they run in eval mode). DDeP's
+            decoder denoising pretraining freezes the supervised encoder; the log names where it came from.
         inference: how validation and test predict, as papers report: ``{"scales": [0.75, 1, 1.25],
             "flip": true, "window": [512, 1024], "stride": [341, 682]}`` (any subset; see
             :func:`dejavu.training.inference.predict`); ``None``: one pass over the whole image.
@@ -113,6 +116,7 @@ class DejaVuModule(L.LightningModule):
         optim: Optimisation = DEFAULT_OPTIM,
         strategy: dict[str, Any] | None = None,
         pretrained: str | None = None,
+        frozen: list[str] | None = None,
         inference: dict[str, Any] | None = None,
         test_noise: float = 0.0,
         channels_last: bool = True,
@@ -157,6 +161,7 @@ class DejaVuModule(L.LightningModule):
         if pretrained:
             skipped = load_weights(self.net, pretrained, strict=False)
             rank_zero_info(f"model.pretrained: loaded {pretrained}; kept the initial values of {skipped or 'nothing'}")
+        self.frozen_parts = [_frozen(self.net, name, network, pretrained) for name in frozen or []]
         self.strategy.setup(self)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)  # the CRM's small tensors gain nothing from it
@@ -169,6 +174,12 @@ class DejaVuModule(L.LightningModule):
 
     def forward(self, image: Tensor) -> Tensor:
         return self.net(image)
+
+    def train(self, mode: bool = True) -> DejaVuModule:
+        super().train(mode)
+        for part in self.frozen_parts:  # their batch-norm statistics stay the loaded ones
+            part.eval()
+        return self
 
     # ------------------------------------------------------------------------------ training
     def predict(self, image: Tensor, auxiliary: bool = False) -> tuple[Tensor, dict[str, Any]]:
@@ -311,6 +322,21 @@ def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
         return module.trainer
     except RuntimeError:
         return None
+
+
+def _frozen(net: nn.Module, name: str, network: Mapping[str, Any], pretrained: str | None) -> nn.Module:
+    """``net``'s part ``name`` without gradients, reported with where its weights came from."""
+    try:
+        part = net.get_submodule(name)
+    except AttributeError:
+        parts = [n for n, _ in net.named_children()]
+        raise ValueError(f"model.frozen: the network has no part {name!r}; its parts are {parts}") from None
+    part.requires_grad_(False)
+    source = pretrained or (network.get("encoder_weights") if name == "encoder" else None)
+    count = sum(p.numel() for p in part.parameters())
+    rank_zero_info(f"model.frozen: {name} ({count / 1e6:.2f} M parameters) kept as loaded from "
+                   f"{source or 'nowhere: random initialisation (give encoder_weights or model.pretrained)'}")
+    return part
 
 
 def _has_auxiliary_outputs(net: nn.Module) -> bool:
