@@ -9,7 +9,7 @@ set -euo pipefail
 R=${1:?usage: ddep.sh CAMVID_ROOT}
 C=configs/ddep O=runs/study/ddep D=.venv/bin/dejavu
 X=(--data.root "$R" --data.size "[90, 120]")
-$D fit --config benchmarks/study/ddep/supervised_encoder.yaml --overwrite true
+[ -f $O/encoder/model.safetensors ] || $D fit --config benchmarks/study/ddep/supervised_encoder.yaml --overwrite true
 E=(--model.network.encoder_weights $O/encoder/model.safetensors)
 $D fit --config $C/camvid_pretrain.yaml --overwrite true "${X[@]}" "${E[@]}"  # writes runs/ddep/camvid_pretrain
 $D compare --config $C/camvid_encoder_finetune.yaml --config $C/camvid_finetune.yaml --seeds 3 --out $O/labels10 \

@@ -111,3 +111,29 @@ def test_the_decoders_width_is_the_networks_setting():
     wide = create_model("smp:Unet", 3, encoder="resnet18", decoder_channels=[512, 256, 128, 64, 32])
     count = lambda net: sum(p.numel() for p in net.decoder.parameters())  # noqa: E731
     assert count(wide) > 20 * count(narrow)
+
+
+def test_dejavu_fit_of_the_ddep_config_exports_the_encoder_it_loaded(tmp_path):
+    """Through Lightning (which sets train mode itself at each epoch): the exported weights hold the loaded
+    encoder, batch-norm statistics included, bit for bit."""
+    from helpers import CONFIGS
+    from safetensors.torch import load_file
+
+    from dejavu.training.lightning_cli import DejaVuCLI
+
+    torch.manual_seed(1)
+    encoder = create_model("smp:Unet", 3, encoder="resnet18").encoder
+    for m in encoder.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+    path = tmp_path / "encoder.safetensors"
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(path))
+    config = next(c for c in CONFIGS if c.parent.name == "extensions" and c.name == "ddep_pretrain.yaml")
+    DejaVuCLI(args=["fit", "--config", str(config), "--run_dir", str(tmp_path / "run"), "--data.size", "[32, 32]",
+                    "--data.train_length", "16", "--data.val_length", "8", "--trainer.max_epochs", "2",
+                    "--trainer.enable_progress_bar", "false", "--model.network.encoder_weights", str(path)])
+    exported = load_file(str(tmp_path / "run" / "model.safetensors"))
+    loaded = encoder.state_dict()
+    assert all(torch.equal(exported[f"encoder.{k}"], v) for k, v in loaded.items())
+    start = create_model("smp:Unet", 3, encoder="resnet18").decoder.state_dict()
+    assert any(not torch.equal(exported[f"decoder.{k}"], v) for k, v in start.items() if "running_mean" in k)

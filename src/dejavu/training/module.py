@@ -177,9 +177,15 @@ class DejaVuModule(L.LightningModule):
 
     def train(self, mode: bool = True) -> DejaVuModule:
         super().train(mode)
+        self._keep_frozen()
+        return self
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._keep_frozen()  # Lightning restores each submodule's mode after validation, bypassing train()
+
+    def _keep_frozen(self) -> None:
         for part in self.frozen_parts:  # their batch-norm statistics stay the loaded ones
             part.eval()
-        return self
 
     # ------------------------------------------------------------------------------ training
     def predict(self, image: Tensor, auxiliary: bool = False) -> tuple[Tensor, dict[str, Any]]:
