@@ -436,22 +436,10 @@ def test_poolformer_m48_fpn_trains_without_dejavu_and_exports_to_onnx(tmp_path):
 
 
 @pytest.mark.slow
-def test_hms_exports_to_onnx_with_its_three_evaluation_scales(tmp_path):
-    fit_two_steps(tmp_path, TINY_HMS, {"name": "segmentation"}, dejavu=False)
-    path, difference = export(tmp_path / "run", "onnx")
-    assert path.is_file() and difference < 1e-4
-
-
-@pytest.mark.slow
-def test_denseclip_exports_to_onnx(tmp_path):
-    fit_two_steps(tmp_path, TINY_DENSECLIP, {"name": "segmentation"}, dejavu=False)
-    path, difference = export(tmp_path / "run", "onnx")
-    assert path.is_file() and difference < 1e-4
-
-
-@pytest.mark.slow
-def test_upernet_vit_exports_to_onnx(tmp_path):
-    fit_two_steps(tmp_path, TINY_VIT, {"name": "segmentation"}, dejavu=False)
+@pytest.mark.parametrize("network", [TINY_HMS, TINY_DENSECLIP, TINY_VIT], ids=["hms", "denseclip", "upernet_vit"])
+def test_the_new_rows_networks_export_to_onnx(tmp_path, network):
+    """HMS with its three evaluation scales in the graph, DenseCLIP, UperNet on a ViT."""
+    fit_two_steps(tmp_path, network, {"name": "segmentation"}, dejavu=False)
     path, difference = export(tmp_path / "run", "onnx")
     assert path.is_file() and difference < 1e-4
 
