@@ -12,6 +12,8 @@ from dejavu.tasks import Denoising
 from dejavu.training.module import DejaVuModule
 
 UNET = {"name": "smp:Unet", "encoder": "resnet18", "decoder_channels": [32, 16, 16, 8, 8]}
+TRANSUNET = {"name": "transunet", "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+             "decoder_channels": [16, 8, 8, 4], "head_channels": 16}  # the paper's network, a 1-block ViT
 
 
 def state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -79,6 +81,28 @@ def test_fine_tuning_starts_from_the_encoder_and_the_denoised_decoder(encoder_fi
     assert all(p.requires_grad for p in full.net.parameters())
     with pytest.raises(ValueError, match=r"the network has no part 'backbone'; its parts are \['encoder'"):
         DejaVuModule(UNET, {"name": "denoising"}, frozen=["backbone"])
+
+
+def test_ddep_on_transunet_keeps_the_hybrid_vit_as_loaded_and_fine_tunes_from_both(tmp_path):
+    """The paper's network: a checkpoint of timm's hybrid ViT, by timm's own names, is the frozen encoder."""
+    torch.manual_seed(1)
+    vit = create_model("transunet", 3, **{k: v for k, v in TRANSUNET.items() if k != "name"}).encoder
+    path = tmp_path / "vit_base_r50_s16_224.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    loaded = state(vit)
+    module = DejaVuModule({**TRANSUNET, "encoder_weights": str(path)}, {"name": "denoising"}, frozen=["encoder"])
+    decoder = state(module.net.decoder)
+    steps(module, 2)
+    after = state(module.net.encoder)
+    assert after.keys() == loaded.keys() and all(torch.equal(after[k], v) for k, v in loaded.items())
+    denoised = state(module.net.decoder)
+    assert all(not torch.equal(v, decoder[k]) for k, v in denoised.items() if k.endswith("weight"))
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in module.net.state_dict().items()}, str(weights))
+    fine = DejaVuModule(TRANSUNET, {"name": "segmentation", "num_classes": 5}, pretrained=str(weights))
+    assert all(torch.equal(state(fine.net.encoder)[k], v) for k, v in loaded.items())
+    assert all(torch.equal(state(fine.net.decoder)[k], v) for k, v in denoised.items())
+    assert fine.net.head.out_channels == 5  # the 3-channel denoising head is dropped
 
 
 def test_each_ablation_setting_computes_what_its_name_says():

@@ -28,6 +28,8 @@ TINY_DENSECLIP = {"name": "denseclip", "clip": "dejavu-tiny-clip", "class_names"
                   "contexts": 3, "decoder_width": 16, "fpn_channels": 16}
 TINY_VIT = {"name": "upernet_vit", "encoder": "vit_tiny_patch16_224", "encoder_kwargs": {"depth": 4},
             "layers": [0, 1, 2, 3], "neck_channels": 32, "decoder_channels": 32, "aux_channels": 16}
+TINY_TRANSUNET = {"name": "transunet", "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+                  "decoder_channels": [16, 8, 8, 4], "head_channels": 16}  # ResNet-50 in full, a 1-block ViT
 POOLFORMER = {"name": "smp:FPN", "encoder": "tu-poolformer_m48"}  # the paper's size: 74.7 M parameters
 DEJAVU = {"redaction": {"name": "checkerboard", "block_size": 8}, "regenerator": "forward",
           "regenerator_kwargs": {"stages": 2, "width": 8}, "lpips_weight": 0.0}
@@ -159,6 +161,38 @@ def test_upernet_vit_b_is_mmsegmentations_size_and_reads_four_blocks_at_four_sca
 @pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
 def test_upernet_vit_trains_two_steps_with_and_without_dejavu(tmp_path, dejavu):
     metrics = fit_two_steps(tmp_path, TINY_VIT, {"name": "segmentation"}, dejavu)
+    assert metrics["steps"] == 2 and metrics["dejavu"] == dejavu and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
+
+
+# -------------------------------------------------------------------------------------- TransUNet
+def test_transunet_is_its_papers_size_on_timms_hybrid_vit():
+    """TransUNet R50-ViT-B/16: 105.3 M parameters (Chen et al.'s network, counted from its layers); the
+    encoder is timm's hybrid ViT whole, and its tokens are what timm's own forward computes."""
+    import timm
+
+    from dejavu.models.transunet import hybrid_features
+
+    net = create_model("transunet", 9)
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(105.28e6, rel=0.001)
+    assert type(net.encoder).__name__ == "VisionTransformer" and net.encoder.patch_embed.backbone.stages
+    small = create_model("transunet", 5, **{k: v for k, v in TINY_TRANSUNET.items() if k != "name"}).eval()
+    timms = timm.create_model("vit_base_r50_s16_224", **TINY_TRANSUNET["encoder_kwargs"], num_classes=0,
+                              dynamic_img_size=True).eval()
+    timms.load_state_dict(small.encoder.state_dict())  # its own "same" padding, computed at each size
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        maps = hybrid_features(small.encoder, x)
+        tokens = timms.forward_features(x)[:, 1:]
+        assert [tuple(m.shape[1:]) for m in maps] == [(64, 32, 48), (256, 16, 24), (512, 8, 12), (32, 4, 6)]
+        assert torch.equal(maps[-1].flatten(2).transpose(1, 2), tokens)
+        assert small(torch.rand(1, 3, 40, 70)).shape == (1, 5, 40, 70)  # padded to 48x80, cropped back
+    with pytest.raises(ValueError, match="the encoder must be timm's hybrid ViT on a three-stage ResNet-V2"):
+        create_model("transunet", 5, encoder="vit_tiny_patch16_224")
+
+
+@pytest.mark.parametrize("dejavu", [False, True], ids=["baseline", "dejavu"])
+def test_transunet_trains_two_steps_with_and_without_dejavu(tmp_path, dejavu):
+    metrics = fit_two_steps(tmp_path, TINY_TRANSUNET, {"name": "segmentation"}, dejavu)
     assert metrics["steps"] == 2 and metrics["dejavu"] == dejavu and 0 <= metrics["last"]["val"]["val/mIoU"] <= 1
 
 
@@ -436,9 +470,10 @@ def test_poolformer_m48_fpn_trains_without_dejavu_and_exports_to_onnx(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("network", [TINY_HMS, TINY_DENSECLIP, TINY_VIT], ids=["hms", "denseclip", "upernet_vit"])
+@pytest.mark.parametrize("network", [TINY_HMS, TINY_DENSECLIP, TINY_VIT, TINY_TRANSUNET],
+                         ids=["hms", "denseclip", "upernet_vit", "transunet"])
 def test_the_new_rows_networks_export_to_onnx(tmp_path, network):
-    """HMS with its three evaluation scales in the graph, DenseCLIP, UperNet on a ViT."""
+    """HMS with its three evaluation scales in the graph, DenseCLIP, UperNet on a ViT, DDeP's TransUNet."""
     fit_two_steps(tmp_path, network, {"name": "segmentation"}, dejavu=False)
     path, difference = export(tmp_path / "run", "onnx")
     assert path.is_file() and difference < 1e-4

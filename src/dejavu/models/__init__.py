@@ -27,12 +27,13 @@ from .mask2former import Mask2Former, QueryPrediction, build_mask2former
 from .ocr import OCR
 from .segnet_mtl import SegNetMTL
 from .shared_attention import SharedAttention
+from .transunet import TransUNet
 from .unet import UNet
 from .vit_upernet import ViTUperNet, vit_encoder
 
 __all__ = ["HMS", "MODELS", "OCR", "DenseCLIP", "HRNetV2", "Mask2Former", "QueryPrediction", "SegNetMTL",
-           "SharedAttention", "UNet", "ViTUperNet", "create_model", "load_encoder_weights", "load_weights",
-           "model_cost", "register_model"]
+           "SharedAttention", "TransUNet", "UNet", "ViTUperNet", "create_model", "load_encoder_weights",
+           "load_weights", "model_cost", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -124,6 +125,18 @@ def _upernet_vit(out_channels: int | Sequence[int], encoder: str = "vit_base_pat
     build = vit_encoder(encoder, **(encoder_kwargs or {}))
     return _with_encoder_weights(lambda weights: ViTUperNet(build(weights), _total(out_channels), **kwargs),
                                  f"create_model('upernet_vit', encoder={encoder!r})", f"tu-{encoder}", encoder_weights,
+                                 offline)
+
+
+@register_model("transunet")
+def _transunet(out_channels: int | Sequence[int], encoder: str = "vit_base_r50_s16_224",
+               encoder_weights: str | Path | None = None, offline: bool | None = None,
+               encoder_kwargs: dict | None = None, **kwargs) -> nn.Module:
+    """TransUNet (:class:`~.transunet.TransUNet`), the DDeP paper's network, on timm's hybrid ViT ``encoder``
+    (R50+ViT-B/16; ``encoder_weights="imagenet"``: timm's ImageNet-21k weights, ``orig_in21k``)."""
+    build = vit_encoder(encoder, **(encoder_kwargs or {}))
+    return _with_encoder_weights(lambda weights: TransUNet(build(weights), _total(out_channels), **kwargs),
+                                 f"create_model('transunet', encoder={encoder!r})", f"tu-{encoder}", encoder_weights,
                                  offline)
 
 
@@ -318,8 +331,8 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
         out_channels: output channels; a list gives ``segnet_mtl`` one head per entry (others sum it).
         weights: optional local state dict file for the whole network.
         normalize: normalise the input inside the network, ``(x - mean) / std`` on ``[0, 1]`` images:
-            ``"imagenet"`` (what pretrained encoders expect), ``"clip"`` (CLIP's, for ``denseclip``) or
-            ``{"mean": [...], "std": [...]}``.
+            ``"imagenet"`` (what pretrained encoders expect), ``"clip"`` (CLIP's, for ``denseclip``),
+            ``"inception"`` (0.5 and 0.5: the original ViTs', for ``transunet``) or ``{"mean": [...], "std": [...]}``.
             The data then stay in ``[0, 1]`` everywhere else, so DejaVu regenerates the real image,
             and the exported model takes raw images. ``None``: no normalisation.
         **kwargs: passed to the architecture.
@@ -351,7 +364,8 @@ def create_model(name: str, out_channels: int | Sequence[int], weights: str | Pa
 
 
 NORMALIZATIONS = {"imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
-                  "clip": {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)}}
+                  "clip": {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)},
+                  "inception": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}}
 
 
 def normalize_input(model: nn.Module, normalize: str | dict[str, Sequence[float]]) -> None:
