@@ -31,7 +31,8 @@ class SharedAttention(nn.Module):
 
     ``forward(image)`` returns the enhanced prediction and runs only what it needs (not ``D_r``), so
     :func:`dejavu.models.model_cost` measures the true inference cost; ``forward_train(image)``
-    returns ``(enhanced, regenerated, redacted)``, images in the input's own units.
+    returns ``(enhanced, regenerated, redacted)``, images in the input's own units, and
+    ``training_outputs(image)`` what training takes of them.
 
     Example:
         >>> sa = SharedAttention(nn.Conv2d(3, 5, 1), pred_channels=5, embed_dim=16, heads=2)
@@ -80,6 +81,12 @@ class SharedAttention(nn.Module):
         regenerated = redacted + self.decode_image(torch.cat([up, redacted], dim=1))
         enhanced = prediction + self.decode_pred(torch.cat([up, prediction], dim=1))
         return enhanced, regenerated, redacted
+
+    def training_outputs(self, image: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """What training asks of a network: its prediction (here the enhanced one), and what else it makes
+        for the objectives (here the regenerated image, for DejaVu-SA's loss, as ``"sa_regenerated"``)."""
+        enhanced, regenerated, _ = self.forward_train(image)
+        return enhanced, {"sa_regenerated": regenerated}
 
     def forward(self, image: Tensor) -> Tensor:
         # inference runs only what makes the prediction: the reconstruction decoder D_r is for training

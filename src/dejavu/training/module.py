@@ -20,7 +20,6 @@ from ..arguments import check_types
 from ..extensions import build_auxiliary
 from ..losses import DejaVuLoss
 from ..models import create_model, input_size_named, load_weights
-from ..models.shared_attention import SharedAttention
 from ..tasks import Task, create_task
 from ..weights import MissingDownloadError, mismatch
 from .divergence import DivergenceGuard
@@ -189,14 +188,15 @@ class DejaVuModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------ training
     def predict(self, image: Tensor, auxiliary: bool = False) -> tuple[Tensor, dict[str, Any]]:
-        """The prediction, and what else the network made for the auxiliary objectives (a DejaVu-SA
-        network's regenerated image as ``"sa_regenerated"``); with ``auxiliary``, a network's own
-        auxiliary predictions of the task as ``"deep_supervision"``, ``[(weight, prediction), ...]``
-        (OCR's soft object regions, Mask2Former's intermediate decoder layers), if it has any."""
+        """The prediction, and what else the network made for the auxiliary objectives (a network's own
+        ``training_outputs(image)`` where it has one: DejaVu-SA's regenerated image as ``"sa_regenerated"``);
+        with ``auxiliary``, a network's own auxiliary predictions of the task as ``"deep_supervision"``,
+        ``[(weight, prediction), ...]`` (OCR's soft object regions, Mask2Former's intermediate decoder layers),
+        if it has any."""
         image = image.contiguous(memory_format=self.memory_format)
-        if isinstance(self.net, SharedAttention):
-            enhanced, regenerated, _ = self.net.forward_train(image)
-            return enhanced, {"sa_regenerated": regenerated}
+        outputs = getattr(self.net, "training_outputs", None)
+        if outputs is not None:  # a network that makes more than its prediction for the objectives (DejaVu-SA)
+            return outputs(image)
         if auxiliary and self.auxiliary_outputs:
             raw, deep = self.net(image, auxiliary=True)
             return raw, {"deep_supervision": deep}
