@@ -164,6 +164,11 @@ def test_parameter_groups_and_warm_up():
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
     plain = parameter_groups(net, lr=0.01, weight_decay=1e-4)
     assert len(plain) == 1 and plain[0]["lr"] == 0.01
+    vit = create_model("upernet_vit", 3, encoder="vit_tiny_patch16_224", encoder_kwargs={"depth": 1}, layers=[0] * 4,
+                       neck_channels=8, decoder_channels=8, aux_channels=8)
+    by_id = {id(p): g for g in parameter_groups(vit, 0.01, 1e-4, no_decay_norm_bias=True) for p in g["params"]}
+    assert by_id[id(vit.encoder.pos_embed)]["weight_decay"] == by_id[id(vit.encoder.cls_token)]["weight_decay"] == 0
+    assert by_id[id(vit.encoder.blocks[0].attn.qkv.weight)]["weight_decay"] == 1e-4  # mmsegmentation's ViT recipe
     from dejavu.training.module import DejaVuModule
 
     module = DejaVuModule({"name": "unet", "width": 4, "depth": 2}, {"name": "segmentation", "num_classes": 3},

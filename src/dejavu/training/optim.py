@@ -32,7 +32,9 @@ class Optimisation:
             steps (0: none), as recipes for pretrained backbones do.
         head_lr_mult: the head trains at ``head_lr_mult * lr``: everything of a network with an
             ``encoder`` but its (pretrained) encoder, or a built-in network's ``head`` / ``heads``.
-        no_decay_norm_bias: no weight decay on normalisation layers' parameters and biases.
+        no_decay_norm_bias: no weight decay on normalisation layers' parameters and biases, nor on what a
+            backbone names in its ``no_weight_decay()`` (timm's and open_clip's convention: a ViT's position
+            embedding and class token, as mmsegmentation's ViT recipes spare them).
         crm_lr: the learning rate of the CRM's own Adam (:meth:`dejavu.DejaVuLoss.regenerator_optimizer`),
             stepped with the network's optimiser and on the same schedule; ``None`` trains the CRM in the
             network's optimiser at ``lr`` instead (stable, but slow under SGD for spectral redactions).
@@ -98,14 +100,25 @@ def parameter_groups(module: nn.Module, lr: float, weight_decay: float, head_lr_
         head = {id(p) for p in net.parameters() if id(p) not in encoder}
     else:
         head = {id(p) for name, p in net.named_parameters() if name.split(".")[0] in HEADS}
+    spared = _named_no_weight_decay(module) if no_decay_norm_bias else set()
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for owner in module.modules():
         for name, p in owner.named_parameters(recurse=False):
             if p.requires_grad and id(p) not in exclude:
-                quiet = no_decay_norm_bias and (isinstance(owner, NORMS) or name == "bias")
+                quiet = no_decay_norm_bias and (isinstance(owner, NORMS) or name == "bias" or id(p) in spared)
                 groups.setdefault((id(p) in head and head_lr_mult != 1, quiet), []).append(p)
     return [{"params": params, "lr": lr * (head_lr_mult if is_head else 1.0),
              "weight_decay": 0.0 if quiet else weight_decay} for (is_head, quiet), params in groups.items()]
+
+
+def _named_no_weight_decay(module: nn.Module) -> set[int]:
+    """The ids of the parameters that submodules name in their own ``no_weight_decay()`` (timm's models,
+    open_clip's towers: names relative to themselves)."""
+    spared = set()
+    for m in module.modules():
+        names = m.no_weight_decay() if callable(getattr(m, "no_weight_decay", None)) else ()
+        spared |= {id(p) for name, p in m.named_parameters() if name in names}
+    return spared
 
 
 class JointOptimizer(torch.optim.Optimizer):
