@@ -122,10 +122,8 @@ def _upernet_vit(out_channels: int | Sequence[int], encoder: str = "vit_base_pat
                  encoder_kwargs: dict | None = None, **kwargs) -> nn.Module:
     """UperNet on timm's plain ViT ``encoder`` through a multi-level neck (:class:`~.vit_upernet.ViTUperNet`);
     ``encoder_kwargs`` go to ``timm.create_model`` (e.g. ``{depth: 4}`` for a small one)."""
-    build = vit_encoder(encoder, **(encoder_kwargs or {}))
-    return _with_encoder_weights(lambda weights: ViTUperNet(build(weights), _total(out_channels), **kwargs),
-                                 f"create_model('upernet_vit', encoder={encoder!r})", f"tu-{encoder}", encoder_weights,
-                                 offline)
+    return _on_vit(lambda vit: ViTUperNet(vit, _total(out_channels), **kwargs), "upernet_vit", encoder,
+                   encoder_weights, offline, encoder_kwargs)
 
 
 @register_model("transunet")
@@ -134,10 +132,8 @@ def _transunet(out_channels: int | Sequence[int], encoder: str = "vit_base_r50_s
                encoder_kwargs: dict | None = None, **kwargs) -> nn.Module:
     """TransUNet (:class:`~.transunet.TransUNet`), the DDeP paper's network, on timm's hybrid ViT ``encoder``
     (R50+ViT-B/16; ``encoder_weights="imagenet"``: timm's ImageNet-21k weights, ``orig_in21k``)."""
-    build = vit_encoder(encoder, **(encoder_kwargs or {}))
-    return _with_encoder_weights(lambda weights: TransUNet(build(weights), _total(out_channels), **kwargs),
-                                 f"create_model('transunet', encoder={encoder!r})", f"tu-{encoder}", encoder_weights,
-                                 offline)
+    return _on_vit(lambda vit: TransUNet(vit, _total(out_channels), **kwargs), "transunet", encoder,
+                   encoder_weights, offline, encoder_kwargs)
 
 
 @register_model("denseclip")
@@ -190,6 +186,16 @@ def _hrnetv2(out_channels: int | Sequence[int], encoder: str = "tu-hrnet_w18",
     ``encoder="tu-hrnet_w48"`` for HRNet48."""
     return _on_hrnet_branches(lambda enc: HRNetV2(enc, _total(out_channels)), "hrnetv2", encoder, encoder_weights,
                               offline)
+
+
+def _on_vit(network: Callable[[nn.Module], nn.Module], name: str, encoder: str, encoder_weights: str | Path | None,
+            offline: bool | None, encoder_kwargs: dict | None) -> nn.Module:
+    """``network(vit)`` on timm's ViT ``encoder`` at any input size (``encoder_kwargs`` go to
+    ``timm.create_model``), its weights fetched by timm for a name or loaded from a local file."""
+    build = vit_encoder(encoder, **(encoder_kwargs or {}))
+    what = f"create_model({name!r}, encoder={encoder!r})"
+    return _with_encoder_weights(lambda weights: network(build(weights)), what, f"tu-{encoder}", encoder_weights,
+                                 offline)
 
 
 def _on_hrnet_branches(head: Callable[[nn.Module], nn.Module], name: str, encoder: str,
